@@ -1,0 +1,71 @@
+"""A small Flask application that reports what it sees, for deployment tests.
+
+Every route is there to let a test, or an operator, check a property of the
+stack in front of it: ``/`` renders a template with a static stylesheet,
+``/healthz`` reports liveness and the deployed version, ``/whoami`` reports the
+request as the application sees it after the proxies.
+"""
+
+import os
+import socket
+from importlib import metadata
+
+from flask import Flask, jsonify, render_template, request
+
+
+def installed_version() -> str:
+    """Return the version this application reports.
+
+    ``SAMPLE_APP_VERSION`` in the environment wins, so an operator can label a
+    build; otherwise the installed distribution's metadata is used, and
+    ``"0+unknown"`` when the package runs from a source tree without metadata.
+
+    :returns: a version string, never empty.
+    """
+    from_env = os.environ.get("SAMPLE_APP_VERSION")
+    if from_env:
+        return from_env
+    try:
+        return metadata.version("sample-app")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def create_app(test_config: "dict | None" = None) -> Flask:
+    """Build the Flask application (the factory behind ``sample_app:create_app()``).
+
+    Configuration comes from environment variables prefixed ``FLASK_`` (for
+    example ``FLASK_SECRET_KEY``), then from ``test_config`` when given.
+
+    :param test_config: mapping merged into ``app.config`` last, for tests.
+    :returns: the configured application.
+    """
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_mapping(SECRET_KEY="dev-only-not-secret", APP_VERSION=installed_version())
+    app.config.from_prefixed_env()
+    if test_config:
+        app.config.update(test_config)
+
+    @app.get("/")
+    def index():
+        return render_template("index.html", version=app.config["APP_VERSION"])
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(status="ok", version=app.config["APP_VERSION"])
+
+    @app.get("/whoami")
+    def whoami():
+        return jsonify(
+            remote_addr=request.remote_addr,
+            scheme=request.scheme,
+            host=request.host,
+            script_root=request.script_root,
+            url_root=request.url_root,
+            index_url=request.host_url.rstrip("/") + request.script_root + "/",
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            server_software=request.environ.get("SERVER_SOFTWARE", ""),
+        )
+
+    return app

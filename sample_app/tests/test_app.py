@@ -1,0 +1,48 @@
+"""Unit tests of the sample app, run in-process with Flask's test client."""
+
+import pytest
+
+from sample_app import create_app
+
+
+@pytest.fixture()
+def client():
+    return create_app({"TESTING": True}).test_client()
+
+
+def test_index_renders_template_linking_stylesheet(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    assert b"Hello from the flaskstack sample app" in response.data
+    assert b'href="/static/style.css"' in response.data
+
+
+def test_stylesheet_is_served(client):
+    response = client.get("/static/style.css")
+    assert response.status_code == 200
+    assert b"flaskstack sample stylesheet" in response.data
+
+
+def test_healthz_reports_ok_and_version(client, monkeypatch):
+    assert client.get("/healthz").get_json()["status"] == "ok"
+    monkeypatch.setenv("SAMPLE_APP_VERSION", "9.9.9")
+    body = create_app({"TESTING": True}).test_client().get("/healthz").get_json()
+    assert body == {"status": "ok", "version": "9.9.9"}
+
+
+def test_whoami_reports_request_as_seen(client):
+    body = client.get(
+        "/whoami", base_url="https://example.test/", environ_base={"REMOTE_ADDR": "203.0.113.7"}
+    ).get_json()
+    assert body["remote_addr"] == "203.0.113.7"
+    assert body["scheme"] == "https"
+    assert body["host"] == "example.test"
+    assert body["script_root"] == ""
+    assert body["url_root"] == "https://example.test/"
+    assert isinstance(body["pid"], int)
+    assert body["hostname"]
+
+
+def test_config_from_prefixed_environment(monkeypatch):
+    monkeypatch.setenv("FLASK_SECRET_KEY", "from-env")
+    assert create_app().config["SECRET_KEY"] == "from-env"
