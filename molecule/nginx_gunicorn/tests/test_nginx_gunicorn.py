@@ -1,0 +1,163 @@
+"""nginx -> Gunicorn -> sample app, checked through the front door and on the host.
+
+Every test takes the host fixture so that pytest keeps them in file order: the tests at
+the end redeploy and restart the app.
+"""
+
+import json
+import subprocess
+import uuid
+
+import pytest
+import requests
+
+from flaskstack_checks import PROJECT_DIR, Poller, copy_sample_app, install_built_collection, run_playbook
+
+FRONT_DOOR = "http://127.0.0.1:18080"
+CONTAINER = "flaskstack-nginx-gunicorn"
+APP = "sample_app"
+SITE_FILE = f"/etc/nginx/sites-available/{APP}.conf"
+UNITS = [f"gunicorn-{APP}.socket", f"gunicorn-{APP}.service"]
+
+
+def docker_gateway():
+    """The address the container sees front-door clients come from (the bridge gateway)."""
+    output = subprocess.run(
+        ["docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", CONTAINER],
+        check=True, stdout=subprocess.PIPE, text=True,
+    ).stdout
+    return next(iter(json.loads(output).values()))["Gateway"]
+
+
+def live_state(host):
+    """What a failed run must leave untouched: site file, Gunicorn config, current release."""
+    return {
+        "site": host.file(SITE_FILE).sha256sum,
+        "gunicorn_config": host.file(f"/etc/gunicorn/{APP}.conf.py").sha256sum,
+        "current": host.file(f"/srv/{APP}/current").linked_to,
+    }
+
+
+def test_index_renders_the_template_with_its_stylesheet(host):
+    response = requests.get(FRONT_DOOR + "/", timeout=5)
+    assert response.status_code == 200
+    assert "Hello from the flaskstack sample app" in response.text
+    assert 'href="/static/style.css"' in response.text
+    assert response.headers["Server"] == "nginx"  # server_tokens off: no version
+
+
+def test_stylesheet_is_served_by_nginx_from_disk(host):
+    probe = uuid.uuid4().hex
+    response = requests.get(f"{FRONT_DOOR}/static/style.css?probe={probe}", timeout=5)
+    assert response.status_code == 200
+    on_disk = host.file(f"/srv/{APP}/current/app/src/{APP}/static/style.css").content_string
+    assert response.text == on_disk
+    assert "max-age=604800" in response.headers["Cache-Control"]
+    assert "Expires" in response.headers
+    assert probe in host.file(f"/var/log/nginx/{APP}.static.log").content_string
+    app_log = host.run(f"journalctl --no-pager -u gunicorn-{APP}.service").stdout
+    assert "GET /whoami" in app_log or "GET /" in app_log  # the app's access log is there...
+    assert probe not in app_log  # ...and the stylesheet request never reached it
+
+
+def test_whoami_reports_the_real_client_address_and_scheme(host):
+    body = requests.get(FRONT_DOOR + "/whoami", timeout=5).json()
+    assert body["remote_addr"] == docker_gateway()
+    assert body["scheme"] == "http"
+    assert body["host"] == "127.0.0.1:18080" or body["host"] == "127.0.0.1"
+    assert body["server_software"].startswith("gunicorn/")
+
+
+def test_spoofed_forwarded_headers_do_not_reach_the_app(host):
+    body = requests.get(
+        FRONT_DOOR + "/whoami", timeout=5,
+        headers={"X-Forwarded-For": "203.0.113.66", "X-Forwarded-Proto": "https"},
+    ).json()
+    assert body["remote_addr"] == docker_gateway()
+    assert body["scheme"] == "http"
+
+
+def test_unknown_host_gets_no_answer(host):
+    with pytest.raises(requests.ConnectionError):
+        requests.get(FRONT_DOOR + "/", headers={"Host": "not-our-site.example"}, timeout=5)
+
+
+def test_only_nginx_listens_on_a_non_loopback_address(host):
+    listeners = host.run("ss -Hltunp").stdout.splitlines()
+    public = [line for line in listeners if not any(
+        local in line.split()[4] for local in ("127.0.0.1:", "[::1]:", "127.0.0.53"))]
+    assert public, "nginx should listen publicly"
+    assert all('"nginx"' in line for line in public), public
+
+
+def test_gunicorn_master_and_workers_run_as_the_app_user(host):
+    processes = [line.split(None, 1) for line in host.run("ps -eo user:32=,args=").stdout.splitlines()]
+    gunicorn = [(user, args) for user, args in processes if "-m gunicorn" in args]
+    assert len(gunicorn) >= 2, "a master and at least one worker"
+    assert {user for user, _ in gunicorn} == {APP}
+
+
+def test_app_socket_is_only_for_the_app_and_the_web_server(host):
+    socket = host.file(f"/run/{APP}/{APP}.sock")
+    assert socket.is_socket
+    assert (socket.user, socket.group, socket.mode) == (APP, "www-data", 0o660)
+
+
+def test_environment_file_is_not_world_readable(host):
+    env_file = host.file(f"/srv/{APP}/shared/app.env")
+    assert (env_file.user, env_file.group, env_file.mode) == ("root", APP, 0o640)
+    assert 'FLASK_SECRET_KEY="molecule-only-secret"' in env_file.content_string
+    assert host.run(f"runuser -u nobody -- cat /srv/{APP}/shared/app.env").rc != 0
+
+
+def test_wrong_typed_variable_fails_naming_it_and_changes_nothing(host, tmp_path):
+    """A new app version plus one bad Gunicorn setting: nothing may go live."""
+    before = live_state(host)
+    new_source = copy_sample_app(tmp_path / "app", "1.0.2")
+    run = run_playbook(
+        str(PROJECT_DIR / "playbooks" / "nginx_gunicorn.yml"),
+        "-e", f"flask_app_source_path={new_source}", "-e", "gunicorn_workers=plenty",
+    )
+    assert run.returncode != 0
+    assert "gunicorn_workers" in run.stdout
+    assert live_state(host) == before
+    assert requests.get(FRONT_DOOR + "/healthz", timeout=5).json()["version"] == "1.0.0"
+
+
+def test_nginx_config_that_fails_nginx_t_never_replaces_the_live_one(host):
+    before = live_state(host)
+    run = run_playbook(
+        str(PROJECT_DIR / "playbooks" / "nginx_gunicorn.yml"),
+        "-e", json.dumps({"nginx_proxy_extra_directives": ["no_such_directive on;"]}),
+    )
+    assert run.returncode != 0
+    assert "no_such_directive" in run.stdout
+    assert live_state(host) == before
+    assert requests.get(FRONT_DOOR + "/healthz", timeout=5).status_code == 200
+
+
+def test_redeploy_from_installed_collection_has_no_failed_request(host, tmp_path):
+    collections = install_built_collection(tmp_path)
+    new_source = copy_sample_app(tmp_path / "app", "1.0.1")
+    with Poller(FRONT_DOOR + "/healthz") as poller:
+        run = run_playbook(
+            "flaskstack.deploy.nginx_gunicorn", "-e", f"flask_app_source_path={new_source}",
+            cwd=tmp_path,
+            env_overrides={"ANSIBLE_COLLECTIONS_PATH": str(collections), "ANSIBLE_ROLES_PATH": None},
+        )
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert poller.total > 50, "the poller must have run during the deploy"
+    assert poller.failures == [], f"{len(poller.failures)} of {poller.total} failed: {poller.failures[:5]}"
+    assert poller.bodies[0]["version"] == "1.0.0"
+    assert poller.bodies[-1] == {"status": "ok", "version": "1.0.1"}
+    assert requests.get(FRONT_DOOR + "/healthz", timeout=5).json()["version"] == "1.0.1"
+
+
+def test_control_stop_start_is_seen_as_downtime(host):
+    """The same poller must see a plain stop/start: proof the check above can fail."""
+    with Poller(FRONT_DOOR + "/healthz") as poller:
+        assert host.run(f"systemctl stop {' '.join(UNITS)}").rc == 0
+        assert host.run(f"systemctl start {' '.join(UNITS)}").rc == 0
+        host.run("sleep 2")
+    assert poller.failures, f"no failed request in {poller.total}: the harness cannot see downtime"
+    assert requests.get(FRONT_DOOR + "/healthz", timeout=5).status_code == 200

@@ -1,0 +1,135 @@
+"""Helpers shared by the scenarios' testinfra tests: a polling client, playbook runs.
+
+Tests speak to the stack through its front door (a port published on 127.0.0.1), the
+way a user's browser would, and re-run the shipped playbooks the way an operator would.
+"""
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+PROJECT_DIR = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+
+
+class Poller:
+    """Request one URL back to back in a thread and count what fails.
+
+    Used as a context manager around a deploy or a restart. It stops by itself after
+    ``max_seconds`` or ``max_requests``, whichever comes first.
+
+    :param str url: the URL to poll, through the front door.
+    :param float timeout: seconds each request may take before it counts as failed.
+    :param float max_seconds: hard limit on the polling time, in seconds.
+    :param int max_requests: hard limit on the number of requests.
+    """
+
+    def __init__(self, url, timeout=5.0, max_seconds=600.0, max_requests=200_000):
+        self.url = url
+        self.timeout = timeout
+        self.max_seconds = max_seconds
+        self.max_requests = max_requests
+        self.ok = 0
+        self.failures = []
+        self.bodies = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        deadline = time.monotonic() + self.max_seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            if self.ok + len(self.failures) >= self.max_requests:
+                break
+            try:
+                # A new connection per request: connection refusals must show too.
+                response = requests.get(self.url, timeout=self.timeout, headers={"Connection": "close"})
+            except requests.RequestException as error:
+                self.failures.append(repr(error))
+                continue
+            if response.status_code == 200:
+                self.ok += 1
+                body = response.json() if "json" in response.headers.get("Content-Type", "") else None
+                if not self.bodies or self.bodies[-1] != body:
+                    self.bodies.append(body)
+            else:
+                self.failures.append(f"HTTP {response.status_code}")
+
+    @property
+    def total(self):
+        """Number of requests sent so far (int)."""
+        return self.ok + len(self.failures)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join()
+        return False
+
+
+def run_playbook(playbook, *args, cwd=None, env_overrides=None, timeout=900):
+    """Run ansible-playbook against this scenario's inventory.
+
+    :param str playbook: a path or a collection playbook name (``flaskstack.deploy.x``).
+    :param args: further command-line arguments, for example ``"-e", "x=1"``.
+    :param cwd: working directory (a directory without ansible.cfg to run as a user would).
+    :param dict env_overrides: variables to set (a value of None removes the variable).
+    :param int timeout: seconds before the run is killed (raises subprocess.TimeoutExpired).
+    :returns: the finished process, with ``stdout`` holding stdout and stderr together.
+    :rtype: subprocess.CompletedProcess
+    """
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", PY_COLORS="0")
+    for key, value in (env_overrides or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    command = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], playbook, *args]
+    return subprocess.run(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, timeout=timeout, check=False,
+    )
+
+
+def install_built_collection(workdir):
+    """Build the collection tarball and install it offline, as a user would.
+
+    :param pathlib.Path workdir: an empty directory for the tarball and the install.
+    :returns: the collections path the collection was installed into.
+    :rtype: pathlib.Path
+    :raises subprocess.CalledProcessError: when the build or the install fails.
+    """
+    collections = workdir / "collections"
+    subprocess.run(
+        ["ansible-galaxy", "collection", "build", "--force", "--output-path", str(workdir), str(PROJECT_DIR)],
+        check=True, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    tarball = next(workdir.glob("flaskstack-deploy-*.tar.gz"))
+    subprocess.run(
+        ["ansible-galaxy", "collection", "install", "--offline", "--force", "-p", str(collections), str(tarball)],
+        check=True, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    return collections
+
+
+def copy_sample_app(destination, version):
+    """Copy the sample app to ``destination`` with ``version`` in its pyproject.toml.
+
+    :param pathlib.Path destination: directory to create.
+    :param str version: the version string the deployed app will report.
+    :returns: ``destination``.
+    """
+    shutil.copytree(
+        PROJECT_DIR / "sample_app", destination,
+        ignore=shutil.ignore_patterns("*.egg-info", "__pycache__", ".pytest_cache"),
+    )
+    pyproject = destination / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8")
+    pyproject.write_text(text.replace('version = "1.0.0"', f'version = "{version}"'), encoding="utf-8")
+    return destination
