@@ -1,0 +1,55 @@
+# Every target installs what it needs: a Python venv with the pinned tools, a Docker
+# engine when none answers, and the systemd test image (built locally, no registry).
+VENV ?= .venv
+PYTHON ?= python3
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+SANDBOX := -i inventories/sandbox
+
+.PHONY: help setup venv docker image lint unit test demo demo-down bench clean
+
+help:
+	@echo "make demo       deploy nginx_gunicorn to a local container and print its URL"
+	@echo "make demo-down  remove the demo containers"
+	@echo "make test       lint, unit tests and every Molecule scenario (pytest summary last)"
+	@echo "make bench      converge/redeploy timings and wrk req/s (benchmarks/)"
+
+$(VENV)/.installed: requirements-dev.txt sample_app/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt -e 'sample_app[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+docker:
+	bash scripts/install-docker-engine.sh
+
+image: docker
+	bash scripts/build-test-image.sh
+
+setup: venv image
+
+lint: venv
+	yamllint -s .
+	ansible-lint
+
+unit: venv
+	pytest -q sample_app/tests tests/test_roles.py
+
+test: setup
+	pytest -v -rA tests sample_app/tests
+
+demo: setup
+	ansible-playbook $(SANDBOX) playbooks/sandbox_up.yml
+	ansible-playbook $(SANDBOX) site.yml
+	ansible-playbook $(SANDBOX) playbooks/sandbox_report.yml
+
+demo-down: venv docker
+	ansible-playbook $(SANDBOX) playbooks/sandbox_down.yml
+
+bench: setup
+	python benchmarks/nginx_gunicorn.py
+
+clean: demo-down
+	rm -rf $(VENV) .ansible .pytest_cache
