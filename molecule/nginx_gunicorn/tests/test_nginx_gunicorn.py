@@ -6,6 +6,7 @@ the end redeploy and restart the app.
 
 import json
 import subprocess
+import sys
 import uuid
 
 import pytest
@@ -136,12 +137,44 @@ def test_nginx_config_that_fails_nginx_t_never_replaces_the_live_one(host):
     assert requests.get(FRONT_DOOR + "/healthz", timeout=5).status_code == 200
 
 
+def test_site_that_only_the_whole_nginx_config_rejects_is_put_back(host):
+    """A changed site passes nginx -t on its own but clashes with another file on the host."""
+    clash = "/etc/nginx/conf.d/zz-clash.conf"
+    before = live_state(host)
+    host.run(f"echo 'upstream {APP}_app_server {{ server 127.0.0.1:9; }}' > {clash}")
+    try:
+        run = run_playbook(
+            str(PROJECT_DIR / "playbooks" / "nginx_gunicorn.yml"), "-e", "nginx_proxy_client_max_body_size=11m",
+        )
+    finally:
+        host.run(f"rm -f {clash}")
+    assert run.returncode != 0
+    assert f'duplicate upstream "{APP}_app_server"' in run.stdout
+    assert "the previous files are back in place" in run.stdout
+    assert live_state(host) == before
+    assert host.run("nginx -t").rc == 0
+    assert not host.run("ls /etc/nginx/sites-available | grep '~$'").stdout, "backups are cleaned up"
+    assert requests.get(FRONT_DOOR + "/healthz", timeout=5).status_code == 200
+
+
+def test_skipped_release_build_never_goes_live(host, tmp_path):
+    before = live_state(host)
+    run = run_playbook(
+        str(PROJECT_DIR / "playbooks" / "nginx_gunicorn.yml"), "--skip-tags", "flask_app_release",
+        "-e", f"flask_app_source_path={copy_sample_app(tmp_path / 'app', '1.0.3')}",
+    )
+    assert run.returncode != 0
+    assert "was not built completely" in run.stdout
+    assert live_state(host) == before
+
+
 def test_redeploy_from_installed_collection_has_no_failed_request(host, tmp_path):
     collections = install_built_collection(tmp_path)
     new_source = copy_sample_app(tmp_path / "app", "1.0.1")
     with Poller(FRONT_DOOR + "/healthz") as poller:
         run = run_playbook(
             "flaskstack.deploy.nginx_gunicorn", "-e", f"flask_app_source_path={new_source}",
+            "-e", json.dumps({"flask_app_pre_activate_commands": ["touch instance/activated-1.0.1"]}),
             cwd=tmp_path,
             env_overrides={"ANSIBLE_COLLECTIONS_PATH": str(collections), "ANSIBLE_ROLES_PATH": None},
         )
@@ -151,6 +184,48 @@ def test_redeploy_from_installed_collection_has_no_failed_request(host, tmp_path
     assert poller.bodies[0]["version"] == "1.0.0"
     assert poller.bodies[-1] == {"status": "ok", "version": "1.0.1"}
     assert requests.get(FRONT_DOOR + "/healthz", timeout=5).json()["version"] == "1.0.1"
+    # The pre-activation command ran as the app user, in the release, writing to shared data.
+    marker = host.file(f"/srv/{APP}/shared/instance/activated-1.0.1")
+    assert marker.exists and marker.user == APP
+
+
+def test_git_source_deploys_a_commit_without_its_metadata(host, tmp_path):
+    work = copy_sample_app(tmp_path / "work", "2.0.0")
+    git = ["git", "-c", "user.name=flaskstack", "-c", "user.email=ci@flaskstack.invalid"]
+    subprocess.run(git + ["init", "-q", "-b", "main", str(work)], check=True)
+    subprocess.run(git + ["-C", str(work), "add", "-A"], check=True)
+    subprocess.run(git + ["-C", str(work), "commit", "-q", "-m", "sample app 2.0.0"], check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(tmp_path / "sample.git")], check=True)
+    subprocess.run(["docker", "cp", str(tmp_path / "sample.git"), f"{CONTAINER}:/srv/sample.git"], check=True)
+    with Poller(FRONT_DOOR + "/healthz") as poller:
+        run = run_playbook(
+            str(PROJECT_DIR / "playbooks" / "nginx_gunicorn.yml"), "-e", "flask_app_source_type=git",
+            "-e", "flask_app_git_repo=file:///srv/sample.git", "-e", "flask_app_git_version=main",
+        )
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert poller.failures == [], f"{len(poller.failures)} of {poller.total} failed: {poller.failures[:5]}"
+    assert requests.get(FRONT_DOOR + "/healthz", timeout=5).json()["version"] == "2.0.0"
+    assert host.file(f"/srv/{APP}/current/app/pyproject.toml").exists
+    assert not host.file(f"/srv/{APP}/current/app/.git").exists
+    assert host.file(f"/srv/{APP}/current/app/instance/activated-1.0.1").exists, "shared data survives releases"
+
+
+def test_pip_source_deploys_a_requirement_spec(host, tmp_path):
+    source = copy_sample_app(tmp_path / "app", "3.0.0")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "wheels"), str(source)],
+        check=True,
+    )
+    wheel = next((tmp_path / "wheels").glob("sample_app-3.0.0-*.whl"))
+    subprocess.run(["docker", "cp", str(wheel), f"{CONTAINER}:/srv/{wheel.name}"], check=True)
+    run = run_playbook(
+        str(PROJECT_DIR / "playbooks" / "nginx_gunicorn.yml"), "-e", "flask_app_source_type=pip",
+        "-e", json.dumps({"flask_app_pip_spec": f"sample-app @ file:///srv/{wheel.name}"}),
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert requests.get(FRONT_DOOR + "/healthz", timeout=5).json()["version"] == "3.0.0"
+    # No source tree on disk: nginx hands static files to the app.
+    assert "flaskstack sample stylesheet" in requests.get(FRONT_DOOR + "/static/style.css", timeout=5).text
 
 
 def test_control_stop_start_is_seen_as_downtime(host):
