@@ -5,6 +5,8 @@ Measures, in one run on the same machine (compare ratios, not absolute numbers: 
 machines are noisy):
 
 * seconds for a fresh converge, an idempotent re-run and a code-only redeploy;
+* failed requests of a client polling /healthz through the front door during the code-only
+  redeploy, and during a plain stop/start of Gunicorn (the control that must show failures);
 * wrk requests per second to /healthz through nginx, and straight to a Gunicorn started
   by hand with the same config on a loopback port, both from inside the container.
 
@@ -23,6 +25,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "molecule" / "resources" / "tests"))
+
+from flaskstack_checks import Poller  # noqa: E402
 HOST = "flaskstack-bench-web1"
 PORT = 18090
 APP = "sample_app"
@@ -107,8 +112,17 @@ def main():
         shutil.copytree(ROOT / "sample_app", new_source, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
         pyproject = new_source / "pyproject.toml"
         pyproject.write_text(pyproject.read_text().replace('version = "1.0.0"', 'version = "1.0.1"'))
-        seconds, _ = playbook(inventory, "nginx_gunicorn.yml", "-e", f"flask_app_source_path={new_source}")
+        front_door = f"http://127.0.0.1:{PORT}/healthz"
+        with Poller(front_door) as poller:
+            seconds, _ = playbook(inventory, "nginx_gunicorn.yml", "-e", f"flask_app_source_path={new_source}")
         results.append(("code-only redeploy", f"{seconds:.1f} s"))
+        results.append(("  polling client during it", f"{len(poller.failures)} failed of {poller.total}"))
+        units = [f"gunicorn-{APP}.socket", f"gunicorn-{APP}.service"]
+        with Poller(front_door) as poller:
+            in_container("systemctl", "stop", *units)
+            in_container("systemctl", "start", *units)
+            time.sleep(2)
+        results.append(("control: stop/start under polling", f"{len(poller.failures)} failed of {poller.total}"))
 
         in_container("apt-get", "install", "-y", "-qq", "wrk")
         venv_python = f"/srv/{APP}/current/venv/bin/python"

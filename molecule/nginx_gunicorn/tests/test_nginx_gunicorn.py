@@ -19,6 +19,7 @@ CONTAINER = "flaskstack-nginx-gunicorn"
 APP = "sample_app"
 SITE_FILE = f"/etc/nginx/sites-available/{APP}.conf"
 UNITS = [f"gunicorn-{APP}.socket", f"gunicorn-{APP}.service"]
+PLAYBOOK = str(PROJECT_DIR / "playbooks" / "nginx_gunicorn.yml")
 
 
 def docker_gateway():
@@ -116,7 +117,7 @@ def test_wrong_typed_variable_fails_naming_it_and_changes_nothing(host, tmp_path
     before = live_state(host)
     new_source = copy_sample_app(tmp_path / "app", "1.0.2")
     run = run_playbook(
-        str(PROJECT_DIR / "playbooks" / "nginx_gunicorn.yml"),
+        PLAYBOOK,
         "-e", f"flask_app_source_path={new_source}", "-e", "gunicorn_workers=plenty",
     )
     assert run.returncode != 0
@@ -128,7 +129,7 @@ def test_wrong_typed_variable_fails_naming_it_and_changes_nothing(host, tmp_path
 def test_nginx_config_that_fails_nginx_t_never_replaces_the_live_one(host):
     before = live_state(host)
     run = run_playbook(
-        str(PROJECT_DIR / "playbooks" / "nginx_gunicorn.yml"),
+        PLAYBOOK,
         "-e", json.dumps({"nginx_proxy_extra_directives": ["no_such_directive on;"]}),
     )
     assert run.returncode != 0
@@ -144,7 +145,7 @@ def test_site_that_only_the_whole_nginx_config_rejects_is_put_back(host):
     host.run(f"echo 'upstream {APP}_app_server {{ server 127.0.0.1:9; }}' > {clash}")
     try:
         run = run_playbook(
-            str(PROJECT_DIR / "playbooks" / "nginx_gunicorn.yml"), "-e", "nginx_proxy_client_max_body_size=11m",
+            PLAYBOOK, "-e", "nginx_proxy_client_max_body_size=11m",
         )
     finally:
         host.run(f"rm -f {clash}")
@@ -160,7 +161,7 @@ def test_site_that_only_the_whole_nginx_config_rejects_is_put_back(host):
 def test_skipped_release_build_never_goes_live(host, tmp_path):
     before = live_state(host)
     run = run_playbook(
-        str(PROJECT_DIR / "playbooks" / "nginx_gunicorn.yml"), "--skip-tags", "flask_app_release",
+        PLAYBOOK, "--skip-tags", "flask_app_release",
         "-e", f"flask_app_source_path={copy_sample_app(tmp_path / 'app', '1.0.3')}",
     )
     assert run.returncode != 0
@@ -189,6 +190,16 @@ def test_redeploy_from_installed_collection_has_no_failed_request(host, tmp_path
     assert marker.exists and marker.user == APP
 
 
+def test_rotated_secret_is_written_but_never_printed(host):
+    secret = f"rotated-{uuid.uuid4().hex}"
+    run = run_playbook(
+        PLAYBOOK, "--diff", "-v", "-e", json.dumps({"flask_app_secret_environment": {"FLASK_SECRET_KEY": secret}}),
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert f'FLASK_SECRET_KEY="{secret}"' in host.file(f"/srv/{APP}/shared/app.env").content_string
+    assert secret not in run.stdout
+
+
 def test_git_source_deploys_a_commit_without_its_metadata(host, tmp_path):
     work = copy_sample_app(tmp_path / "work", "2.0.0")
     git = ["git", "-c", "user.name=flaskstack", "-c", "user.email=ci@flaskstack.invalid"]
@@ -199,7 +210,7 @@ def test_git_source_deploys_a_commit_without_its_metadata(host, tmp_path):
     subprocess.run(["docker", "cp", str(tmp_path / "sample.git"), f"{CONTAINER}:/srv/sample.git"], check=True)
     with Poller(FRONT_DOOR + "/healthz") as poller:
         run = run_playbook(
-            str(PROJECT_DIR / "playbooks" / "nginx_gunicorn.yml"), "-e", "flask_app_source_type=git",
+            PLAYBOOK, "-e", "flask_app_source_type=git",
             "-e", "flask_app_git_repo=file:///srv/sample.git", "-e", "flask_app_git_version=main",
         )
     assert run.returncode == 0, run.stdout[-3000:]
@@ -219,7 +230,7 @@ def test_pip_source_deploys_a_requirement_spec(host, tmp_path):
     wheel = next((tmp_path / "wheels").glob("sample_app-3.0.0-*.whl"))
     subprocess.run(["docker", "cp", str(wheel), f"{CONTAINER}:/srv/{wheel.name}"], check=True)
     run = run_playbook(
-        str(PROJECT_DIR / "playbooks" / "nginx_gunicorn.yml"), "-e", "flask_app_source_type=pip",
+        PLAYBOOK, "-e", "flask_app_source_type=pip",
         "-e", json.dumps({"flask_app_pip_spec": f"sample-app @ file:///srv/{wheel.name}"}),
     )
     assert run.returncode == 0, run.stdout[-3000:]
