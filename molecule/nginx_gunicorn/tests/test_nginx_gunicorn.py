@@ -227,11 +227,11 @@ def test_pip_source_deploys_a_requirement_spec(host, tmp_path):
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "wheels"), str(source)],
         check=True,
     )
-    wheel = next((tmp_path / "wheels").glob("sample_app-3.0.0-*.whl"))
+    wheel = next((tmp_path / "wheels").glob("flaskstack_sample_app-3.0.0-*.whl"))
     subprocess.run(["docker", "cp", str(wheel), f"{CONTAINER}:/srv/{wheel.name}"], check=True)
     run = run_playbook(
         PLAYBOOK, "-e", "flask_app_source_type=pip",
-        "-e", json.dumps({"flask_app_pip_spec": f"sample-app @ file:///srv/{wheel.name}"}),
+        "-e", json.dumps({"flask_app_pip_spec": f"flaskstack-sample-app @ file:///srv/{wheel.name}"}),
     )
     assert run.returncode == 0, run.stdout[-3000:]
     assert requests.get(FRONT_DOOR + "/healthz", timeout=5).json()["version"] == "3.0.0"

@@ -26,7 +26,7 @@ def installed_version() -> str:
     if from_env:
         return from_env
     try:
-        return metadata.version("sample-app")
+        return metadata.version("flaskstack-sample-app")
     except metadata.PackageNotFoundError:
         return "0+unknown"
 
