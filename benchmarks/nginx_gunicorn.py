@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "molecule" / "resources" / "tests"))
 
-from flaskstack_checks import Poller  # noqa: E402
+from flaskstack_checks import Poller, copy_sample_app  # noqa: E402
 HOST = "flaskstack-bench-web1"
 PORT = 18090
 APP = "sample_app"
@@ -108,10 +108,7 @@ def main():
         seconds, output = playbook(inventory, "nginx_gunicorn.yml")
         results.append(("idempotent re-run", f"{seconds:.1f} s (changed={changed_count(output)})"))
 
-        new_source = workdir / "app"
-        shutil.copytree(ROOT / "sample_app", new_source, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
-        pyproject = new_source / "pyproject.toml"
-        pyproject.write_text(pyproject.read_text().replace('version = "1.0.0"', 'version = "1.0.1"'))
+        new_source = copy_sample_app(workdir / "app", "1.0.1")
         front_door = f"http://127.0.0.1:{PORT}/healthz"
         with Poller(front_door) as poller:
             seconds, _ = playbook(inventory, "nginx_gunicorn.yml", "-e", f"flask_app_source_path={new_source}")
