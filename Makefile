@@ -1,17 +1,19 @@
 # Every target installs what it needs: a Python venv with the pinned tools, a Docker
-# engine when none answers, and the systemd test image (built locally, no registry).
+# engine when none answers, and the systemd test images of Debian 13 and 12 (built locally,
+# no registry).
 VENV ?= .venv
 PYTHON ?= python3
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 SANDBOX := -i inventories/sandbox
 
-.PHONY: help setup venv docker image lint unit test demo demo-down bench clean
+.PHONY: help setup venv docker image lint unit test test-all demo demo-down bench clean
 
 help:
 	@echo "make demo       deploy nginx_gunicorn to a local container and print its URL"
 	@echo "make demo-down  remove the demo containers"
-	@echo "make test       lint, unit tests and every Molecule scenario (pytest summary last)"
+	@echo "make test       lint, unit tests, every Molecule scenario on Debian 13 and nginx_gunicorn on 12 too"
+	@echo "make test-all   the same with every scenario on Debian 12 and 13"
 	@echo "make bench      converge/redeploy timings and wrk req/s (benchmarks/)"
 
 $(VENV)/.installed: requirements-dev.txt sample_app/pyproject.toml
@@ -39,6 +41,9 @@ unit: venv
 
 test: setup
 	pytest -v -rA tests sample_app/tests
+
+test-all: setup
+	FLASKSTACK_TEST_MATRIX=full pytest -v -rA tests sample_app/tests
 
 demo: setup
 	ansible-playbook $(SANDBOX) playbooks/sandbox_up.yml

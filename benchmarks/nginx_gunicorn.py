@@ -4,18 +4,21 @@
 Measures, in one run on the same machine (compare ratios, not absolute numbers: these
 machines are noisy):
 
-* seconds for a fresh converge, an idempotent re-run and a code-only redeploy;
-* failed requests of a client polling /healthz through the front door during the code-only
-  redeploy, and during a plain stop/start of Gunicorn (the control that must show failures);
+* seconds for a fresh converge, an idempotent re-run and a code-only redeploy, once with
+  each release installer (uv and pip), side by side;
+* failed requests of a client polling /healthz through the front door during a code-only
+  redeploy, a refused broken release (it fails its in-process health request), an automatic
+  rollback (a release that fails only behind Gunicorn), ``playbooks/rollback.yml``, and a
+  plain stop/start of Gunicorn (the control that must show failures);
 * wrk requests per second to /healthz through nginx, and straight to a Gunicorn started
   by hand with the same config on a loopback port, both from inside the container.
 
 Usage: ``make bench`` (or ``python benchmarks/nginx_gunicorn.py [--keep] [--wrk-seconds N]``).
-Needs the venv, a Docker engine and the test image (``make setup``).
+Needs the venv, a Docker engine and the test images (``make setup``); MOLECULE_DISTRO picks
+the Debian release (debian13 by default).
 """
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
@@ -27,7 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "molecule" / "resources" / "tests"))
 
-from flaskstack_checks import Poller, copy_sample_app  # noqa: E402
+from flaskstack_checks import Poller, break_sample_app, copy_sample_app  # noqa: E402
+
 HOST = "flaskstack-bench-web1"
 PORT = 18090
 APP = "sample_app"
@@ -42,16 +46,16 @@ all:
           sandbox_http_port: {PORT}
       vars:
         ansible_connection: community.docker.docker
-        nginx_proxy_server_names: [localhost, 127.0.0.1]
-        sandbox_image: "{os.environ.get('MOLECULE_IMAGE', 'flaskstack/debian12-systemd:latest')}"
+        flask_app_server_names: [localhost, 127.0.0.1]
 """
 
 
-def playbook(inventory, name, *args):
+def playbook(inventory, name, *args, check=True):
     """Run one of playbooks/ against the bench inventory.
 
-    :returns: (seconds taken as float, the run's combined output as str).
-    :raises RuntimeError: when the playbook fails.
+    :param bool check: raise when the playbook fails.
+    :returns: (seconds taken as float, the run's combined output as str, its exit code as int).
+    :raises RuntimeError: when the playbook fails and ``check`` is true.
     """
     started = time.monotonic()
     run = subprocess.run(
@@ -59,9 +63,9 @@ def playbook(inventory, name, *args):
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
     )
     seconds = time.monotonic() - started
-    if run.returncode != 0:
+    if check and run.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{run.stdout[-3000:]}")
-    return seconds, run.stdout
+    return seconds, run.stdout, run.returncode
 
 
 def changed_count(output):
@@ -88,6 +92,32 @@ def wrk_requests_per_second(url, seconds, connections):
     return rate, errors
 
 
+def polled(front_door, action):
+    """Run ``action()`` under a polling client; returns (action's result, 'N failed of M')."""
+    with Poller(front_door) as poller:
+        result = action()
+    return result, f"{len(poller.failures)} failed of {poller.total}"
+
+
+def installer_timings(inventory, workdir, installer):
+    """Fresh converge, idempotent re-run and code-only redeploy with one installer, in a new container.
+
+    :returns: list of (label, value) rows.
+    """
+    option = ["-e", f"flask_app_installer={installer}"]
+    playbook(inventory, "sandbox_down.yml")
+    playbook(inventory, "sandbox_up.yml")
+    fresh, _, _ = playbook(inventory, "nginx_gunicorn.yml", *option)
+    idempotent, output, _ = playbook(inventory, "nginx_gunicorn.yml", *option)
+    source = copy_sample_app(workdir / f"app-{installer}", "1.0.1")
+    redeploy, _, _ = playbook(inventory, "nginx_gunicorn.yml", *option, "-e", f"flask_app_source_path={source}")
+    return [
+        (f"[{installer}] fresh converge", f"{fresh:.1f} s"),
+        (f"[{installer}] idempotent re-run", f"{idempotent:.1f} s (changed={changed_count(output)})"),
+        (f"[{installer}] code-only redeploy", f"{redeploy:.1f} s"),
+    ]
+
+
 def main():
     """Run the benchmark and print a table; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -99,34 +129,50 @@ def main():
     workdir = Path(tempfile.mkdtemp(prefix="flaskstack-bench-"))
     inventory = workdir / "hosts.yml"
     inventory.write_text(INVENTORY, encoding="utf-8")
+    front_door = f"http://127.0.0.1:{PORT}/healthz"
     results = []
     try:
-        playbook(inventory, "sandbox_down.yml")
-        playbook(inventory, "sandbox_up.yml")
-        seconds, _ = playbook(inventory, "nginx_gunicorn.yml")
-        results.append(("fresh converge", f"{seconds:.1f} s"))
-        seconds, output = playbook(inventory, "nginx_gunicorn.yml")
-        results.append(("idempotent re-run", f"{seconds:.1f} s (changed={changed_count(output)})"))
+        results += installer_timings(inventory, workdir, "pip")
+        # uv last: the rest of the run goes on in its container, live on 1.0.1.
+        results += installer_timings(inventory, workdir, "uv")
 
-        new_source = copy_sample_app(workdir / "app", "1.0.1")
-        front_door = f"http://127.0.0.1:{PORT}/healthz"
-        with Poller(front_door) as poller:
-            seconds, _ = playbook(inventory, "nginx_gunicorn.yml", "-e", f"flask_app_source_path={new_source}")
-        results.append(("code-only redeploy", f"{seconds:.1f} s"))
-        results.append(("  polling client during it", f"{len(poller.failures)} failed of {poller.total}"))
+        source = copy_sample_app(workdir / "app-1.0.2", "1.0.2")
+        (seconds, _, _), failures = polled(
+            front_door, lambda: playbook(inventory, "nginx_gunicorn.yml", "-e", f"flask_app_source_path={source}"))
+        results.append(("code-only redeploy under polling", f"{seconds:.1f} s, {failures}"))
+
+        broken = break_sample_app(copy_sample_app(workdir / "app-broken", "1.0.3"), "raise RuntimeError('broken')")
+        (_, _, code), failures = polled(front_door, lambda: playbook(
+            inventory, "nginx_gunicorn.yml", "-e", f"flask_app_source_path={broken}", check=False))
+        results.append(("broken release refused before the switch", f"exit {code}, {failures}"))
+
+        behind = break_sample_app(
+            copy_sample_app(workdir / "app-behind", "1.0.4"),
+            "if 'gunicorn.socket' in request.environ: raise RuntimeError('broken under gunicorn')")
+        (_, _, code), failures = polled(front_door, lambda: playbook(
+            inventory, "nginx_gunicorn.yml", "-e", f"flask_app_source_path={behind}",
+            "-e", "flask_app_health_timeout=3", check=False))
+        results.append(("automatic rollback of a release failing behind Gunicorn", f"exit {code}, {failures}"))
+
+        (seconds, _, _), failures = polled(front_door, lambda: playbook(inventory, "rollback.yml"))
+        results.append(("rollback.yml to the previous release", f"{seconds:.1f} s, {failures}"))
+
         units = [f"gunicorn-{APP}.socket", f"gunicorn-{APP}.service"]
-        with Poller(front_door) as poller:
+
+        def stop_start():
             in_container("systemctl", "stop", *units)
             in_container("systemctl", "start", *units)
             time.sleep(2)
-        results.append(("control: stop/start under polling", f"{len(poller.failures)} failed of {poller.total}"))
+
+        _, failures = polled(front_door, stop_start)
+        results.append(("control: stop/start under polling", failures))
 
         in_container("apt-get", "install", "-y", "-qq", "wrk")
         venv_python = f"/srv/{APP}/current/venv/bin/python"
         in_container(
             "runuser", "-u", APP, "--", venv_python, "-m", "gunicorn", "--config", f"/etc/gunicorn/{APP}.conf.py",
             "--bind", f"127.0.0.1:{DIRECT_PORT}", "--pid", "/tmp/bench-gunicorn.pid", "--daemon",
-            "--access-logfile", "/dev/null", "--chdir", f"/srv/{APP}/current",
+            "--access-logfile", "/dev/null", "--chdir", f"/srv/{APP}/current/app",
         )
         time.sleep(3)
         through_nginx, nginx_errors = wrk_requests_per_second(
@@ -141,10 +187,9 @@ def main():
         if not options.keep:
             playbook(inventory, "sandbox_down.yml")
         shutil.rmtree(workdir, ignore_errors=True)
-
-    width = max(len(name) for name, _ in results)
-    for name, value in results:
-        print(f"{name:<{width}}  {value}")
+        width = max((len(name) for name, _ in results), default=0)
+        for name, value in results:
+            print(f"{name:<{width}}  {value}")
     return 0
 
 

@@ -1,38 +1,52 @@
 #!/usr/bin/env bash
-# Build the Debian 12 systemd image the Molecule scenarios and the sandbox run on.
-# No container registry is reachable here, so the base comes from debootstrap.
-# Re-uses an existing image; FLASKSTACK_REBUILD_IMAGE=1 forces a rebuild.
-# Users with a registry can skip this and set MOLECULE_IMAGE to a systemd image.
+# Build the systemd images the Molecule scenarios, the sandbox and the benchmark run on:
+# flaskstack/debian13-systemd (trixie, the current stable) and flaskstack/debian12-systemd
+# (bookworm). No container registry is reachable here, so each base comes from debootstrap,
+# with debootstrap's own default mirror (set DEBIAN_MIRROR to use yours).
+# Usage: build-test-image.sh [RELEASE...] (default: both). Re-uses an image built from the same
+# Dockerfile and CA bundle (a label records their digest); FLASKSTACK_REBUILD_IMAGE=1 forces a rebuild. With a registry of your own, skip this and
+# point MOLECULE_IMAGE at a systemd image.
 set -euo pipefail
 
-image="${MOLECULE_IMAGE:-flaskstack/debian12-systemd:latest}"
-base_image="flaskstack/debian12-base:latest"
-mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 here="$(cd "$(dirname "$0")" && pwd)"
+recipe="$(cat "$here/test-image/Dockerfile" /etc/ssl/certs/ca-certificates.crt | sha256sum | cut -c1-16)"
+declare -A codename=([debian13]=trixie [debian12]=bookworm)
 
-if [ "${FLASKSTACK_REBUILD_IMAGE:-0}" != 1 ] && docker image inspect "$image" >/dev/null 2>&1; then
-    echo "image $image present"
-    exit 0
-fi
+build() {
+    local release="$1" image="flaskstack/$1-systemd:latest" base_image="flaskstack/$1-base:latest"
+    [ -n "${codename[$release]:-}" ] || { echo "unknown release $release (debian12 or debian13)" >&2; return 2; }
+    if [ "${FLASKSTACK_REBUILD_IMAGE:-0}" != 1 ] \
+        && [ "$(docker image inspect --format '{{ index .Config.Labels "flaskstack.recipe" }}' "$image" 2>/dev/null)" = "$recipe" ]; then
+        echo "image $image present"
+        return 0
+    fi
+    if ! docker image inspect "$base_image" >/dev/null 2>&1; then
+        command -v debootstrap >/dev/null 2>&1 || {
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+        }
+        local rootfs
+        rootfs="$(mktemp -d)"
+        # shellcheck disable=SC2086 # DEBIAN_MIRROR is one optional word
+        debootstrap --variant=minbase \
+            --include=python3,python3-apt,systemd,systemd-sysv,dbus,ca-certificates,procps,iproute2,curl,sudo \
+            "${codename[$release]}" "$rootfs" ${DEBIAN_MIRROR:-} >/dev/null
+        rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+        tar -C "$rootfs" -c . | docker import - "$base_image" >/dev/null
+        rm -rf "$rootfs"
+    fi
+    local context
+    context="$(mktemp -d)"
+    cp "$here/test-image/Dockerfile" "$context/"
+    # Containers reach PyPI only when they trust the host's CA bundle. It goes
+    # into the test image, never into the roles.
+    cp /etc/ssl/certs/ca-certificates.crt "$context/host-ca-bundle.crt"
+    docker build -q -t "$image" --build-arg BASE_IMAGE="$base_image" --label flaskstack.recipe="$recipe" "$context" >/dev/null
+    rm -rf "$context"
+    echo "image $image built"
+}
 
-if ! docker image inspect "$base_image" >/dev/null 2>&1; then
-    command -v debootstrap >/dev/null 2>&1 || {
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
-    }
-    rootfs="$(mktemp -d)"
-    trap 'rm -rf "$rootfs"' EXIT
-    debootstrap --variant=minbase \
-        --include=python3,python3-apt,systemd,systemd-sysv,dbus,ca-certificates,procps,iproute2,curl,sudo \
-        bookworm "$rootfs" "$mirror" >/dev/null
-    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-    tar -C "$rootfs" -c . | docker import - "$base_image" >/dev/null
-fi
-
-context="$(mktemp -d)"
-cp "$here/test-image/Dockerfile" "$context/"
-# Containers reach PyPI only when they trust the host's CA bundle. It goes
-# into the test image, never into the roles.
-cp /etc/ssl/certs/ca-certificates.crt "$context/host-ca-bundle.crt"
-docker build -q -t "$image" --build-arg BASE_IMAGE="$base_image" "$context" >/dev/null
-rm -rf "$context"
-echo "image $image built"
+releases=("$@")
+[ ${#releases[@]} -gt 0 ] || releases=(debian13 debian12)
+for release in "${releases[@]}"; do
+    build "$release"
+done

@@ -1,9 +1,13 @@
-"""Every Molecule scenario as one test, so a failing scenario shows in pytest's summary.
+"""Every Molecule scenario as one test per Debian release, so a failing one shows in pytest's summary.
 
-``molecule test`` runs destroy, create, converge, idempotence, verify and destroy; the full
-log goes to .ansible/molecule-<scenario>.log and its end into the failure message.
+``make test`` runs every scenario on Debian 13 (trixie, the current stable) and the
+nginx_gunicorn spine on Debian 12 (bookworm) as well; ``make test-all``
+(``FLASKSTACK_TEST_MATRIX=full``) runs every scenario on both. ``molecule test`` runs destroy,
+create, converge, idempotence, verify and destroy; the full log goes to
+.ansible/molecule-<scenario>-<release>.log and its end into the failure message.
 """
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -11,16 +15,30 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = sorted(path.parent.name for path in (ROOT / "molecule").glob("*/molecule.yml"))
+RELEASES = ["debian13", "debian12"]
+# The scenario that also runs on the older release in the default matrix.
+SPINE = "nginx_gunicorn"
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_molecule_scenario(scenario):
-    log = ROOT / ".ansible" / f"molecule-{scenario}.log"
+def matrix():
+    """The (scenario, release) pairs to run: all of them with FLASKSTACK_TEST_MATRIX=full."""
+    full = os.environ.get("FLASKSTACK_TEST_MATRIX") == "full"
+    return [
+        (scenario, release) for scenario in SCENARIOS for release in RELEASES
+        if full or release == RELEASES[0] or scenario == SPINE
+    ]
+
+
+@pytest.mark.parametrize(("scenario", "release"), matrix())
+def test_molecule_scenario(scenario, release):
+    log = ROOT / ".ansible" / f"molecule-{scenario}-{release}.log"
     log.parent.mkdir(exist_ok=True)
+    env = dict(os.environ, MOLECULE_DISTRO=release)
+    env.pop("MOLECULE_IMAGE", None)
     with log.open("w", encoding="utf-8") as output:
         run = subprocess.run(
-            ["molecule", "test", "-s", scenario], cwd=ROOT, stdout=output, stderr=subprocess.STDOUT,
+            ["molecule", "test", "-s", scenario], cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
             timeout=40 * 60, check=False,
         )
     tail = "".join(log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-150:])
-    assert run.returncode == 0, f"molecule test -s {scenario} failed; end of {log}:\n{tail}"
+    assert run.returncode == 0, f"molecule test -s {scenario} on {release} failed; end of {log}:\n{tail}"

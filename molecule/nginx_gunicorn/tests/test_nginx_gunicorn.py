@@ -11,8 +11,11 @@ import uuid
 
 import pytest
 import requests
+import yaml
 
-from flaskstack_checks import PROJECT_DIR, Poller, copy_sample_app, install_built_collection, run_playbook
+from flaskstack_checks import (
+    PROJECT_DIR, Poller, break_sample_app, copy_sample_app, install_built_collection, run_playbook,
+)
 
 FRONT_DOOR = "http://127.0.0.1:18080"
 CONTAINER = "flaskstack-nginx-gunicorn"
@@ -29,6 +32,25 @@ def docker_gateway():
         check=True, stdout=subprocess.PIPE, text=True,
     ).stdout
     return next(iter(json.loads(output).values()))["Gateway"]
+
+
+PLAIN_APP = """\
+import os
+
+from flask import Flask, jsonify
+
+# Like many tutorials: a path relative to the working directory, written at import.
+os.makedirs("logs", exist_ok=True)
+with open(os.path.join("logs", "boot.log"), "a", encoding="utf-8") as log:
+    log.write(f"booted in {os.getcwd()}\\n")
+
+app = Flask(__name__)
+
+
+@app.get("/")
+def index():
+    return jsonify(cwd=os.getcwd(), boot_log=os.path.realpath(os.path.join("logs", "boot.log")))
+"""
 
 
 def live_state(host):
@@ -54,8 +76,10 @@ def test_stylesheet_is_served_by_nginx_from_disk(host):
     assert response.status_code == 200
     on_disk = host.file(f"/srv/{APP}/current/app/src/{APP}/static/style.css").content_string
     assert response.text == on_disk
-    assert "max-age=604800" in response.headers["Cache-Control"]
-    assert "Expires" in response.headers
+    # Browsers revalidate: no lifetime, and the validators to revalidate with.
+    assert response.headers["Cache-Control"] == "no-cache"
+    assert "Expires" not in response.headers
+    assert response.headers["ETag"] and response.headers["Last-Modified"]
     assert probe in host.file(f"/var/log/nginx/{APP}.static.log").content_string
     app_log = host.run(f"journalctl --no-pager -u gunicorn-{APP}.service").stdout
     assert "GET /whoami" in app_log or "GET /" in app_log  # the app's access log is there...
@@ -66,7 +90,9 @@ def test_whoami_reports_the_real_client_address_and_scheme(host):
     body = requests.get(FRONT_DOOR + "/whoami", timeout=5).json()
     assert body["remote_addr"] == docker_gateway()
     assert body["scheme"] == "http"
-    assert body["host"] == "127.0.0.1:18080" or body["host"] == "127.0.0.1"
+    # The Host the client used, port included: absolute URLs lead back to this front door.
+    assert body["host"] == "127.0.0.1:18080"
+    assert body["url_root"] == FRONT_DOOR + "/"
     assert body["server_software"].startswith("gunicorn/")
 
 
@@ -103,6 +129,14 @@ def test_app_socket_is_only_for_the_app_and_the_web_server(host):
     socket = host.file(f"/run/{APP}/{APP}.sock")
     assert socket.is_socket
     assert (socket.user, socket.group, socket.mode) == (APP, "www-data", 0o660)
+
+
+def test_release_venv_has_the_app_server_and_the_inventory_packages(host):
+    python = f"/srv/{APP}/current/venv/bin/python"
+    versions = host.run(f"{python} -c 'import importlib.metadata as m; print(m.version(\"gunicorn\"), m.version(\"six\"))'")
+    assert versions.rc == 0, versions.stderr
+    gunicorn_pin = yaml.safe_load((PROJECT_DIR / "roles/gunicorn/defaults/main.yml").read_text())["gunicorn_package"]
+    assert versions.stdout.split() == [gunicorn_pin.split("==")[1], "1.17.0"]
 
 
 def test_environment_file_is_not_world_readable(host):
@@ -169,6 +203,37 @@ def test_skipped_release_build_never_goes_live(host, tmp_path):
     assert live_state(host) == before
 
 
+def test_release_that_fails_its_health_request_never_goes_live(host, tmp_path):
+    """It imports fine but answers 500: the in-process check refuses it before the switch."""
+    before = live_state(host)
+    broken = break_sample_app(copy_sample_app(tmp_path / "app", "1.0.5"), "raise RuntimeError('broken release 1.0.5')")
+    with Poller(FRONT_DOOR + "/healthz") as poller:
+        run = run_playbook(PLAYBOOK, "-e", f"flask_app_source_path={broken}")
+    assert run.returncode != 0
+    assert "failed its health request" in run.stdout
+    assert "GET / " in run.stdout and "status 500" in run.stdout
+    assert "RuntimeError: broken release 1.0.5" in run.stdout
+    assert live_state(host) == before
+    assert poller.total > 20 and poller.failures == [], f"{len(poller.failures)} of {poller.total} failed"
+    assert poller.bodies == [{"status": "ok", "version": "1.0.0"}]
+
+
+def test_release_that_fails_behind_the_app_server_is_rolled_back(host, tmp_path):
+    """It passes in-process but fails under Gunicorn: the probes after the reload roll it back."""
+    before = live_state(host)
+    broken = break_sample_app(
+        copy_sample_app(tmp_path / "app", "1.0.6"),
+        "if 'gunicorn.socket' in request.environ: raise RuntimeError('broken under gunicorn')",
+    )
+    run = run_playbook(PLAYBOOK, "-e", f"flask_app_source_path={broken}", "-e", "flask_app_health_timeout=3")
+    assert run.returncode != 0
+    assert "failed after the switch" in run.stdout
+    assert "Rolled back: current points at" in run.stdout
+    assert live_state(host) == before
+    assert requests.get(FRONT_DOOR + "/healthz", timeout=5).json()["version"] == "1.0.0"
+    assert not host.file(f"/srv/{APP}/previous").exists, "a failed release never becomes the rollback target"
+
+
 def test_redeploy_from_installed_collection_has_no_failed_request(host, tmp_path):
     collections = install_built_collection(tmp_path)
     new_source = copy_sample_app(tmp_path / "app", "1.0.1")
@@ -188,6 +253,58 @@ def test_redeploy_from_installed_collection_has_no_failed_request(host, tmp_path
     # The pre-activation command ran as the app user, in the release, writing to shared data.
     marker = host.file(f"/srv/{APP}/shared/instance/activated-1.0.1")
     assert marker.exists and marker.user == APP
+
+
+def test_rollback_playbook_returns_to_the_previous_release(host):
+    releases = f"/srv/{APP}/releases"
+    live, previous = host.file(f"/srv/{APP}/current").linked_to, host.file(f"/srv/{APP}/previous").linked_to
+    assert live != previous and previous.startswith(releases)
+    with Poller(FRONT_DOOR + "/healthz") as poller:
+        run = run_playbook(str(PROJECT_DIR / "playbooks" / "rollback.yml"))
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert poller.total > 20 and poller.failures == [], f"{len(poller.failures)} of {poller.total} failed"
+    assert poller.bodies[-1] == {"status": "ok", "version": "1.0.0"}
+    assert host.file(f"/srv/{APP}/current").linked_to == previous
+    assert host.file(f"/srv/{APP}/previous").linked_to == live, "rolling back again returns"
+
+
+def test_changed_stylesheet_reaches_a_revalidating_client(host, tmp_path):
+    url = FRONT_DOOR + "/static/style.css"
+    first = requests.get(url, timeout=5)
+    validators = {"If-None-Match": first.headers["ETag"], "If-Modified-Since": first.headers["Last-Modified"]}
+    assert requests.get(url, headers=validators, timeout=5).status_code == 304
+    source = copy_sample_app(tmp_path / "app", "1.0.4")
+    stylesheet = source / "src" / APP / "static" / "style.css"
+    stylesheet.write_text(stylesheet.read_text(encoding="utf-8") + "\n/* release 1.0.4 */\n", encoding="utf-8")
+    run = run_playbook(PLAYBOOK, "-e", f"flask_app_source_path={source}")
+    assert run.returncode == 0, run.stdout[-3000:]
+    again = requests.get(url, headers=validators, timeout=5)
+    assert again.status_code == 200
+    assert "/* release 1.0.4 */" in again.text
+
+
+def test_app_that_writes_relative_paths_runs_in_its_project_directory(host, tmp_path):
+    """Not our app: a plain module with an app object, its own requirements, writing logs/ at import."""
+    source = tmp_path / "plainapp"
+    (source / "static").mkdir(parents=True)
+    (source / "requirements.txt").write_text("Flask>=3,<4\n", encoding="utf-8")
+    (source / "static" / "plain.css").write_text("body { color: teal; }\n", encoding="utf-8")
+    (source / "plainapp.py").write_text(PLAIN_APP, encoding="utf-8")
+    run = run_playbook(
+        PLAYBOOK, "-e", f"flask_app_source_path={source}", "-e", "flask_app_wsgi_app=plainapp:app",
+        "-e", "flask_app_static_dir=static", "-e", json.dumps({"flask_app_shared_dirs": ["instance", "logs"]}),
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    body = requests.get(FRONT_DOOR + "/", timeout=5).json()
+    project_dir = host.run(f"readlink -f /srv/{APP}/current/app").stdout.strip()
+    assert project_dir.startswith(f"/srv/{APP}/releases/")
+    assert body["cwd"] == project_dir
+    assert body["boot_log"] == f"/srv/{APP}/shared/logs/boot.log"
+    boot_log = host.file(f"/srv/{APP}/shared/logs/boot.log")
+    assert boot_log.user == APP
+    # The in-process check and Gunicorn's workers all imported it in the project directory.
+    assert boot_log.content_string.count(project_dir) >= 2
+    assert requests.get(FRONT_DOOR + "/static/plain.css", timeout=5).text == "body { color: teal; }\n"
 
 
 def test_rotated_secret_is_written_but_never_printed(host):

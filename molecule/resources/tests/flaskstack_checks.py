@@ -133,3 +133,21 @@ def copy_sample_app(destination, version):
     text = pyproject.read_text(encoding="utf-8")
     pyproject.write_text(text.replace('version = "1.0.0"', f'version = "{version}"'), encoding="utf-8")
     return destination
+
+
+def break_sample_app(source, statement):
+    """Make every request of a copied sample app run ``statement`` first.
+
+    :param pathlib.Path source: a copy made by :func:`copy_sample_app`.
+    :param str statement: one line of Python, run in a ``before_request`` hook (``request`` is imported).
+    :returns: ``source``.
+    :raises ValueError: when the sample app no longer has the route this hooks in before.
+    """
+    module = source / "src" / "sample_app" / "__init__.py"
+    text = module.read_text(encoding="utf-8")
+    anchor = '    @app.get("/")\n'
+    if anchor not in text:
+        raise ValueError(f"{module} has no {anchor.strip()} to hook in before")
+    hook = f"    @app.before_request\n    def broken():\n        {statement}\n\n{anchor}"
+    module.write_text(text.replace(anchor, hook, 1), encoding="utf-8")
+    return source
