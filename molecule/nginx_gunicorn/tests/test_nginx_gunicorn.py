@@ -123,6 +123,9 @@ def test_gunicorn_master_and_workers_run_as_the_app_user(host):
     gunicorn = [(user, args) for user, args in processes if "-m gunicorn" in args]
     assert len(gunicorn) >= 2, "a master and at least one worker"
     assert {user for user, _ in gunicorn} == {APP}
+    # Gunicorn 25+ also runs a control socket; it must find a writable place, its runtime directory.
+    assert host.file(f"/run/gunicorn-{APP}/gunicorn.ctl").is_socket
+    assert "Control server error" not in host.run(f"journalctl --no-pager -u gunicorn-{APP}.service").stdout
 
 
 def test_app_socket_is_only_for_the_app_and_the_web_server(host):
