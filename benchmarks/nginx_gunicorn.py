@@ -172,6 +172,7 @@ def main():
         in_container(
             "runuser", "-u", APP, "--", venv_python, "-m", "gunicorn", "--config", f"/etc/gunicorn/{APP}.conf.py",
             "--bind", f"127.0.0.1:{DIRECT_PORT}", "--pid", "/tmp/bench-gunicorn.pid", "--daemon",
+            "--control-socket", "/tmp/bench-gunicorn.ctl",
             "--access-logfile", "/dev/null", "--chdir", f"/srv/{APP}/current/app",
         )
         time.sleep(3)

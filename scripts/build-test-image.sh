@@ -9,6 +9,8 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
+scratch=()
+trap 'rm -rf "${scratch[@]}"' EXIT
 recipe="$(cat "$here/test-image/Dockerfile" /etc/ssl/certs/ca-certificates.crt | sha256sum | cut -c1-16)"
 declare -A codename=([debian13]=trixie [debian12]=bookworm)
 
@@ -26,22 +28,22 @@ build() {
         }
         local rootfs
         rootfs="$(mktemp -d)"
+        scratch+=("$rootfs")
         # shellcheck disable=SC2086 # DEBIAN_MIRROR is one optional word
         debootstrap --variant=minbase \
             --include=python3,python3-apt,systemd,systemd-sysv,dbus,ca-certificates,procps,iproute2,curl,sudo \
             "${codename[$release]}" "$rootfs" ${DEBIAN_MIRROR:-} >/dev/null
         rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
         tar -C "$rootfs" -c . | docker import - "$base_image" >/dev/null
-        rm -rf "$rootfs"
     fi
     local context
     context="$(mktemp -d)"
+    scratch+=("$context")
     cp "$here/test-image/Dockerfile" "$context/"
     # Containers reach PyPI only when they trust the host's CA bundle. It goes
     # into the test image, never into the roles.
     cp /etc/ssl/certs/ca-certificates.crt "$context/host-ca-bundle.crt"
     docker build -q -t "$image" --build-arg BASE_IMAGE="$base_image" --label flaskstack.recipe="$recipe" "$context" >/dev/null
-    rm -rf "$context"
     echo "image $image built"
 }
 

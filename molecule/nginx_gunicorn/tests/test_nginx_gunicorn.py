@@ -5,6 +5,7 @@ the end redeploy and restart the app.
 """
 
 import json
+import socket
 import subprocess
 import sys
 import uuid
@@ -103,6 +104,17 @@ def test_spoofed_forwarded_headers_do_not_reach_the_app(host):
     ).json()
     assert body["remote_addr"] == docker_gateway()
     assert body["scheme"] == "http"
+
+
+def test_forged_host_header_behind_an_absolute_uri_does_not_reach_the_app(host):
+    """nginx picks the site by the request line's host; the app must see that one, not the header's."""
+    request = b"GET http://127.0.0.1/whoami HTTP/1.1\r\nHost: evil.example:666\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", 18080), timeout=5) as connection:
+        connection.sendall(request)
+        answer = b"".join(iter(lambda: connection.recv(65536), b""))
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert json.loads(body)["host"] == "127.0.0.1"
 
 
 def test_unknown_host_gets_no_answer(host):
