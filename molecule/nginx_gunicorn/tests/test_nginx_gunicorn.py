@@ -15,7 +15,7 @@ import requests
 import yaml
 
 from flaskstack_checks import (
-    PROJECT_DIR, Poller, break_sample_app, copy_sample_app, install_built_collection, run_playbook,
+    PROJECT_DIR, Poller, break_sample_app, copy_sample_app, docker_gateway, install_built_collection, run_playbook,
 )
 
 FRONT_DOOR = "http://127.0.0.1:18080"
@@ -24,15 +24,6 @@ APP = "sample_app"
 SITE_FILE = f"/etc/nginx/sites-available/{APP}.conf"
 UNITS = [f"gunicorn-{APP}.socket", f"gunicorn-{APP}.service"]
 PLAYBOOK = str(PROJECT_DIR / "playbooks" / "nginx_gunicorn.yml")
-
-
-def docker_gateway():
-    """The address the container sees front-door clients come from (the bridge gateway)."""
-    output = subprocess.run(
-        ["docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", CONTAINER],
-        check=True, stdout=subprocess.PIPE, text=True,
-    ).stdout
-    return next(iter(json.loads(output).values()))["Gateway"]
 
 
 PLAIN_APP = """\
@@ -89,7 +80,7 @@ def test_stylesheet_is_served_by_nginx_from_disk(host):
 
 def test_whoami_reports_the_real_client_address_and_scheme(host):
     body = requests.get(FRONT_DOOR + "/whoami", timeout=5).json()
-    assert body["remote_addr"] == docker_gateway()
+    assert body["remote_addr"] == docker_gateway(CONTAINER)
     assert body["scheme"] == "http"
     # The Host the client used, port included: absolute URLs lead back to this front door.
     assert body["host"] == "127.0.0.1:18080"
@@ -102,7 +93,7 @@ def test_spoofed_forwarded_headers_do_not_reach_the_app(host):
         FRONT_DOOR + "/whoami", timeout=5,
         headers={"X-Forwarded-For": "203.0.113.66", "X-Forwarded-Proto": "https"},
     ).json()
-    assert body["remote_addr"] == docker_gateway()
+    assert body["remote_addr"] == docker_gateway(CONTAINER)
     assert body["scheme"] == "http"
 
 

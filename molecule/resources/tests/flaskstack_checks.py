@@ -4,6 +4,7 @@ Tests speak to the stack through its front door (a port published on 127.0.0.1),
 way a user's browser would, and re-run the shipped playbooks the way an operator would.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -71,6 +72,20 @@ class Poller:
         self._stop.set()
         self._thread.join()
         return False
+
+
+def docker_gateway(container):
+    """Return the address a container sees front-door clients come from (its bridge gateway).
+
+    :param str container: the container's name.
+    :rtype: str
+    :raises subprocess.CalledProcessError: when docker cannot inspect the container.
+    """
+    output = subprocess.run(
+        ["docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", container],
+        check=True, stdout=subprocess.PIPE, text=True,
+    ).stdout
+    return next(iter(json.loads(output).values()))["Gateway"]
 
 
 def run_playbook(playbook, *args, cwd=None, env_overrides=None, timeout=900):

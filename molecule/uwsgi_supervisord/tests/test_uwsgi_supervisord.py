@@ -1,0 +1,58 @@
+"""nginx -> uWSGI (http-socket on loopback, supervisord) -> sample app under /app.
+
+The checks every uWSGI topology passes come from uwsgi_topology_checks; this module adds what
+is particular to supervisord and the prefix. converge.yml also runs Gunicorn as a second
+supervisord program on 127.0.0.1:8002.
+"""
+
+import requests
+
+from flaskstack_checks import PROJECT_DIR, run_playbook
+from uwsgi_topology_checks import *  # noqa: F401,F403  (the shared tests, collected here)
+from uwsgi_topology_checks import APP, SERVICE
+
+GUNICORN = f"gunicorn-{APP}"
+CONVERGE = str(PROJECT_DIR / "molecule" / "uwsgi_supervisord" / "converge.yml")
+
+
+def program_pids(host):
+    """The pid of each supervisord program (dict of name to int)."""
+    return {name: int(host.run(f"supervisorctl pid {name}").stdout) for name in (SERVICE, GUNICORN)}
+
+
+def test_paths_outside_the_prefix_are_not_the_app(host, stack):
+    assert requests.get(f"http://127.0.0.1:{stack.port}/whoami", timeout=5).status_code == 404
+    assert requests.get(f"http://127.0.0.1:{stack.port}/app", timeout=5).status_code != 404
+
+
+def test_uwsgi_http_socket_listens_on_loopback_only(host):
+    listeners = host.run("ss -Hltn").stdout.splitlines()
+    assert [line for line in listeners if line.split()[3] == "127.0.0.1:8001"]
+    assert not [line for line in listeners if line.split()[3].endswith(":8001") and "127.0.0.1" not in line]
+
+
+def test_both_app_servers_run_as_supervisord_programs_with_rotated_logs(host):
+    status = host.run("supervisorctl status").stdout
+    assert f"{SERVICE}" in status and f"{GUNICORN}" in status and status.count("RUNNING") == 2
+    assert '"server_software":"gunicorn/' in host.run(
+        "curl -s -H 'Host: localhost' http://127.0.0.1:8002/app/whoami").stdout.replace(" ", "")
+    for name in (SERVICE, GUNICORN):
+        config = host.file(f"/etc/supervisor/conf.d/{name}.conf").content_string
+        assert f"stdout_logfile=/var/log/supervisor/{name}.log" in config
+        assert "stdout_logfile_maxbytes=52428800" in config and "stdout_logfile_backups=10" in config
+        assert "stopasgroup=true" in config and "killasgroup=true" in config
+        assert host.file(f"/var/log/supervisor/{name}.log").size > 0
+
+
+def test_a_changed_program_restarts_only_itself(host):
+    """Gunicorn's program gets a longer stop wait: Gunicorn restarts, uWSGI keeps its pid."""
+    before = program_pids(host)
+    run = run_playbook(CONVERGE, "-e", "gunicorn_graceful_timeout=31")
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "stopwaitsecs=46" in host.file(f"/etc/supervisor/conf.d/{GUNICORN}.conf").content_string
+    after = program_pids(host)
+    assert after[SERVICE] == before[SERVICE]
+    assert after[GUNICORN] != before[GUNICORN]
+    run = run_playbook(CONVERGE)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert program_pids(host)[SERVICE] == before[SERVICE]
