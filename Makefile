@@ -54,7 +54,7 @@ demo-down: venv docker
 	ansible-playbook $(SANDBOX) playbooks/sandbox_down.yml
 
 bench: setup
-	python benchmarks/nginx_gunicorn.py
+	python benchmarks/topologies.py
 
 clean: demo-down
 	rm -rf $(VENV) .ansible .pytest_cache

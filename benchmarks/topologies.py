@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""Benchmark the topologies in throw-away containers, one per topology; rerun at will.
+
+Measures, in one run on the same machine (compare ratios, not absolute numbers: these
+machines are noisy):
+
+* nginx_gunicorn: seconds for a fresh converge, an idempotent re-run and a code-only
+  redeploy, once with each release installer (uv and pip), side by side;
+* for every topology: failed requests of a client polling /healthz through the front door
+  during a code-only redeploy, a refused broken release (it fails its in-process health
+  request), an automatic rollback (a release that fails only behind the app server),
+  ``playbooks/rollback.yml``, and a plain restart of the app server (the control that must
+  show failures);
+* for every topology: wrk requests per second to /healthz through nginx, and straight to its
+  app server over HTTP on a loopback port, both from inside its container; and each front
+  door's rate against nginx_gunicorn's.
+
+Usage: ``make bench`` (or ``python benchmarks/topologies.py [--keep] [--wrk-seconds N]``).
+Needs the venv, a Docker engine and the test images (``make setup``); MOLECULE_DISTRO picks
+the Debian release (debian13 by default).
+"""
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "molecule" / "resources" / "tests"))
+
+from flaskstack_checks import Poller, break_sample_app, copy_sample_app  # noqa: E402
+
+APP = "sample_app"
+# A loopback port for the app server reached directly, beside the one the topology uses.
+DIRECT_PORT = 8011
+
+
+@dataclass(frozen=True)
+class Topology:
+    """One topology in its own bench container.
+
+    :param str name: the topology (its playbook and inventory group).
+    :param int port: its front door's port on 127.0.0.1.
+    :param str prefix: the URL prefix of the app ("" for the site root).
+    :param str broken_behind: a Python line that fails requests only under this app server.
+    :param list restart: the command that restarts the app server (the control).
+    :param str direct: a shell command that starts the app server by hand with the live
+        config on DIRECT_PORT (HTTP), for wrk.
+    """
+
+    name: str
+    port: int
+    prefix: str
+    broken_behind: str
+    restart: list
+    direct: str
+
+    @property
+    def host(self):
+        """The bench container's name (str)."""
+        return f"flaskstack-bench-{self.name.replace('_', '-')}"
+
+    @property
+    def front_door(self):
+        """The polled URL through the front door (str)."""
+        return f"http://127.0.0.1:{self.port}{self.prefix}/healthz"
+
+
+UWSGI_INI = f"/etc/uwsgi-flaskstack/{APP}.ini"
+# The live ini with HTTP on DIRECT_PORT instead of its own listener, run by hand.
+UWSGI_DIRECT = (
+    f"sed -e '/^socket = /d; /^chown-socket/d; /^chmod-socket/d; /^http-socket = /d' {UWSGI_INI} > /root/bench.ini"
+    f" && echo 'http-socket = 127.0.0.1:{DIRECT_PORT}' >> /root/bench.ini"
+    f" && /srv/{APP}/current/venv/bin/python /srv/{APP}/current/venv/bin/uwsgi --ini /root/bench.ini"
+    " --daemonize /dev/null --pidfile /root/bench.pid"
+)
+GUNICORN_DIRECT = (
+    f"runuser -u {APP} -- /srv/{APP}/current/venv/bin/python -m gunicorn --config /etc/gunicorn/{APP}.conf.py"
+    f" --bind 127.0.0.1:{DIRECT_PORT} --pid /tmp/bench.pid --daemon --control-socket /tmp/bench.ctl"
+    f" --access-logfile /dev/null --chdir /srv/{APP}/current/app && sleep 1 && cp /tmp/bench.pid /root/bench.pid"
+)
+TOPOLOGIES = [
+    Topology("nginx_gunicorn", 18090, "", "if 'gunicorn.socket' in request.environ: raise RuntimeError('broken')",
+             ["systemctl", "restart", f"gunicorn-{APP}.socket", f"gunicorn-{APP}.service"], GUNICORN_DIRECT),
+    Topology("nginx_uwsgi", 18091, "", "if 'uwsgi.version' in request.environ: raise RuntimeError('broken')",
+             ["systemctl", "restart", f"uwsgi-{APP}.service"], UWSGI_DIRECT),
+    Topology("uwsgi_supervisord", 18092, "/app", "if 'uwsgi.version' in request.environ: raise RuntimeError('broken')",
+             ["supervisorctl", "restart", f"uwsgi-{APP}"], UWSGI_DIRECT),
+]
+
+INVENTORY = "---\nall:\n  vars:\n    ansible_connection: community.docker.docker\n" \
+    "    flask_app_server_names: [localhost, 127.0.0.1]\n  children:\n" + "".join(
+        f"    {topology.name}:\n      hosts:\n        {topology.host}:\n          sandbox_http_port: {topology.port}\n"
+        for topology in TOPOLOGIES)
+
+
+def playbook(inventory, name, *args, check=True):
+    """Run one of playbooks/ against the bench inventory.
+
+    :param bool check: raise when the playbook fails.
+    :returns: (seconds taken as float, the run's combined output as str, its exit code as int).
+    :raises RuntimeError: when the playbook fails and ``check`` is true.
+    """
+    started = time.monotonic()
+    run = subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), str(ROOT / "playbooks" / name), *args],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
+    )
+    seconds = time.monotonic() - started
+    if check and run.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{run.stdout[-3000:]}")
+    return seconds, run.stdout, run.returncode
+
+
+def changed_count(output):
+    """Sum of changed= over the PLAY RECAP lines of a playbook run (int)."""
+    return sum(int(count) for count in re.findall(r"changed=(\d+)", output))
+
+
+def in_container(host, *command, check=True):
+    """Run a command in a bench container; returns its stdout (str)."""
+    return subprocess.run(
+        ["docker", "exec", host, *command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, check=check,
+    ).stdout
+
+
+def wrk_requests_per_second(host, url, seconds, connections):
+    """Run wrk in a container against ``url``.
+
+    :returns: (requests per second as float, non-2xx/socket error summary as str).
+    """
+    output = in_container(host, "wrk", "-t2", f"-c{connections}", f"-d{seconds}s", url)
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    errors = ", ".join(re.findall(r"(Non-2xx or 3xx responses: \d+|Socket errors: .*)", output)) or "none"
+    return rate, errors
+
+
+def polled(front_door, action):
+    """Run ``action()`` under a polling client; returns (action's result, 'N failed of M')."""
+    with Poller(front_door) as poller:
+        result = action()
+    return result, f"{len(poller.failures)} failed of {poller.total}"
+
+
+def installer_timings(inventory, workdir, installer):
+    """Fresh converge, idempotent re-run and code-only redeploy of nginx_gunicorn with one installer.
+
+    :returns: list of (label, value) rows.
+    """
+    option = ["-e", f"flask_app_installer={installer}", "--limit", TOPOLOGIES[0].host]
+    playbook(inventory, "sandbox_down.yml", "--limit", TOPOLOGIES[0].host)
+    playbook(inventory, "sandbox_up.yml", "--limit", TOPOLOGIES[0].host)
+    fresh, _, _ = playbook(inventory, "nginx_gunicorn.yml", *option)
+    idempotent, output, _ = playbook(inventory, "nginx_gunicorn.yml", *option)
+    source = copy_sample_app(workdir / f"app-{installer}", "1.0.1")
+    redeploy, _, _ = playbook(inventory, "nginx_gunicorn.yml", *option, "-e", f"flask_app_source_path={source}")
+    return [
+        (f"[{installer}] fresh converge", f"{fresh:.1f} s"),
+        (f"[{installer}] idempotent re-run", f"{idempotent:.1f} s (changed={changed_count(output)})"),
+        (f"[{installer}] code-only redeploy", f"{redeploy:.1f} s"),
+    ]
+
+
+def deploy_figures(inventory, workdir, topology):
+    """Redeploy, refused release, automatic rollback, rollback.yml and control under polling.
+
+    The topology must be live on release 1.0.0 or 1.0.1. Returns a list of (label, value) rows.
+    """
+    def run(*args, check=True):
+        return playbook(inventory, f"{topology.name}.yml", "--limit", topology.host, *args, check=check)
+
+    rows = []
+    source = copy_sample_app(workdir / f"{topology.name}-1.0.2", "1.0.2")
+    (seconds, _, _), failures = polled(topology.front_door, lambda: run("-e", f"flask_app_source_path={source}"))
+    rows.append(("code-only redeploy under polling", f"{seconds:.1f} s, {failures}"))
+
+    broken = break_sample_app(copy_sample_app(workdir / f"{topology.name}-broken", "1.0.3"), "raise RuntimeError('broken')")
+    (_, _, code), failures = polled(
+        topology.front_door, lambda: run("-e", f"flask_app_source_path={broken}", check=False))
+    rows.append(("broken release refused before the switch", f"exit {code}, {failures}"))
+
+    behind = break_sample_app(copy_sample_app(workdir / f"{topology.name}-behind", "1.0.4"), topology.broken_behind)
+    (_, _, code), failures = polled(topology.front_door, lambda: run(
+        "-e", f"flask_app_source_path={behind}", "-e", "flask_app_health_timeout=3", check=False))
+    rows.append(("automatic rollback of a release failing behind the app server", f"exit {code}, {failures}"))
+
+    (seconds, _, _), failures = polled(
+        topology.front_door, lambda: playbook(inventory, "rollback.yml", "--limit", topology.host))
+    rows.append(("rollback.yml to the previous release", f"{seconds:.1f} s, {failures}"))
+
+    def restart():
+        in_container(topology.host, *topology.restart)
+        time.sleep(2)
+
+    _, failures = polled(topology.front_door, restart)
+    rows.append(("control: restart under polling", failures))
+    return [(f"[{topology.name}] {label}", value) for label, value in rows]
+
+
+def throughput(topology, seconds, connections):
+    """wrk through the front door and straight to the app server, in the topology's container.
+
+    :returns: (front door req/s as float, list of (label, value) rows).
+    """
+    in_container(topology.host, "apt-get", "install", "-y", "-qq", "wrk")
+    in_container(topology.host, "sh", "-c", topology.direct)
+    time.sleep(3)
+    front, front_errors = wrk_requests_per_second(
+        topology.host, f"http://127.0.0.1{topology.prefix}/healthz", seconds, connections)
+    direct, direct_errors = wrk_requests_per_second(
+        topology.host, f"http://127.0.0.1:{DIRECT_PORT}{topology.prefix}/healthz", seconds, connections)
+    in_container(topology.host, "sh", "-c", "kill -INT $(cat /root/bench.pid)", check=False)
+    return front, [
+        (f"[{topology.name}] wrk through nginx ({connections} conns)", f"{front:.0f} req/s, errors: {front_errors}"),
+        (f"[{topology.name}] wrk straight to the app server", f"{direct:.0f} req/s, errors: {direct_errors}"),
+        (f"[{topology.name}] ratio nginx / direct", f"{front / direct:.2f}"),
+    ]
+
+
+def main():
+    """Run the benchmark and print a table; returns the exit code."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="leave the containers running")
+    parser.add_argument("--wrk-seconds", type=int, default=10, help="duration of each wrk run")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    options = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="flaskstack-bench-"))
+    inventory = workdir / "hosts.yml"
+    inventory.write_text(INVENTORY, encoding="utf-8")
+    results = []
+    try:
+        results += installer_timings(inventory, workdir, "pip")
+        # uv last: the rest of the run goes on in its container, live on 1.0.1.
+        results += installer_timings(inventory, workdir, "uv")
+        for topology in TOPOLOGIES[1:]:
+            playbook(inventory, "sandbox_up.yml", "--limit", topology.host)
+            seconds, _, _ = playbook(inventory, f"{topology.name}.yml", "--limit", topology.host)
+            results.append((f"[{topology.name}] fresh converge", f"{seconds:.1f} s"))
+        for topology in TOPOLOGIES:
+            results += deploy_figures(inventory, workdir, topology)
+        front_doors = {}
+        for topology in TOPOLOGIES:
+            front_doors[topology.name], rows = throughput(topology, options.wrk_seconds, options.connections)
+            results += rows
+        for topology in TOPOLOGIES[1:]:
+            ratio = front_doors[topology.name] / front_doors[TOPOLOGIES[0].name]
+            results.append((f"[{topology.name}] front door req/s / nginx_gunicorn's", f"{ratio:.2f}"))
+    finally:
+        if not options.keep:
+            playbook(inventory, "sandbox_down.yml")
+        shutil.rmtree(workdir, ignore_errors=True)
+        width = max((len(name) for name, _ in results), default=0)
+        for name, value in results:
+            print(f"{name:<{width}}  {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
