@@ -2,22 +2,23 @@
 
 The checks every uWSGI topology passes come from uwsgi_topology_checks; this module adds what
 is particular to supervisord and the prefix. converge.yml also runs Gunicorn as a second
-supervisord program on 127.0.0.1:8002.
+supervisord program on 127.0.0.1:8002, and the inventory declares a third (a stand-in worker).
 """
 
 import requests
 
-from flaskstack_checks import PROJECT_DIR, run_playbook
+from flaskstack_checks import PROJECT_DIR, copy_sample_app, run_playbook
 from uwsgi_topology_checks import *  # noqa: F401,F403  (the shared tests, collected here)
 from uwsgi_topology_checks import APP, SERVICE
 
 GUNICORN = f"gunicorn-{APP}"
+WORKER = "sample-worker"
 CONVERGE = str(PROJECT_DIR / "molecule" / "uwsgi_supervisord" / "converge.yml")
 
 
 def program_pids(host):
     """The pid of each supervisord program (dict of name to int)."""
-    return {name: int(host.run(f"supervisorctl pid {name}").stdout) for name in (SERVICE, GUNICORN)}
+    return {name: int(host.run(f"supervisorctl pid {name}").stdout) for name in (SERVICE, GUNICORN, WORKER)}
 
 
 def test_paths_outside_the_prefix_are_not_the_app(host, stack):
@@ -33,7 +34,7 @@ def test_uwsgi_http_socket_listens_on_loopback_only(host):
 
 def test_both_app_servers_run_as_supervisord_programs_with_rotated_logs(host):
     status = host.run("supervisorctl status").stdout
-    assert f"{SERVICE}" in status and f"{GUNICORN}" in status and status.count("RUNNING") == 2
+    assert SERVICE in status and GUNICORN in status and WORKER in status and status.count("RUNNING") == 3
     assert '"server_software":"gunicorn/' in host.run(
         "curl -s -H 'Host: localhost' http://127.0.0.1:8002/app/whoami").stdout.replace(" ", "")
     for name in (SERVICE, GUNICORN):
@@ -51,8 +52,19 @@ def test_a_changed_program_restarts_only_itself(host):
     assert run.returncode == 0, run.stdout[-3000:]
     assert "stopwaitsecs=46" in host.file(f"/etc/supervisor/conf.d/{GUNICORN}.conf").content_string
     after = program_pids(host)
-    assert after[SERVICE] == before[SERVICE]
     assert after[GUNICORN] != before[GUNICORN]
+    assert (after[SERVICE], after[WORKER]) == (before[SERVICE], before[WORKER])
     run = run_playbook(CONVERGE)
     assert run.returncode == 0, run.stdout[-3000:]
     assert program_pids(host)[SERVICE] == before[SERVICE]
+
+
+def test_a_program_that_runs_the_app_restarts_with_a_new_release(host, stack, tmp_path):
+    """restart_on_app_change: the worker follows the deploy; uWSGI reloads in place, Gunicorn is untouched."""
+    before = program_pids(host)
+    run = run_playbook(stack.playbook, "-e", f"flask_app_source_path={copy_sample_app(tmp_path / 'app', '1.0.7')}")
+    assert run.returncode == 0, run.stdout[-3000:]
+    after = program_pids(host)
+    assert after[WORKER] != before[WORKER]
+    assert (after[SERVICE], after[GUNICORN]) == (before[SERVICE], before[GUNICORN])
+    assert requests.get(stack.url("/healthz"), timeout=5).json()["version"] == "1.0.7"
