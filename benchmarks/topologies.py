@@ -11,9 +11,12 @@ machines are noisy):
   request), an automatic rollback (a release that fails only behind the app server),
   ``playbooks/rollback.yml``, and a plain restart of the app server (the control that must
   show failures);
-* for every topology: wrk requests per second to /healthz through nginx, and straight to its
-  app server over HTTP on a loopback port, both from inside its container; and each front
-  door's rate against nginx_gunicorn's.
+* for every topology: wrk requests per second to /healthz through the front door, and
+  straight to its app server over HTTP on a loopback port where the app server is not the
+  front door itself, both from inside its container; and each front door's rate against
+  nginx_gunicorn's;
+* apache_modwsgi: failed requests under wrk while the daemon processes reload three times by a
+  touch of the WSGI script, against three graceful reloads of Apache.
 
 Usage: ``make bench`` (or ``python benchmarks/topologies.py [--keep] [--wrk-seconds N]``).
 Needs the venv, a Docker engine and the test images (``make setup``); MOLECULE_DISTRO picks
@@ -50,7 +53,8 @@ class Topology:
     :param str broken_behind: a Python line that fails requests only under this app server.
     :param list restart: the command that restarts the app server (the control).
     :param str direct: a shell command that starts the app server by hand with the live
-        config on DIRECT_PORT (HTTP), for wrk.
+        config on DIRECT_PORT (HTTP), for wrk; empty when the front door is the app server.
+    :param tuple reloads: (label, command) pairs of reloads to count failed requests of under wrk.
     """
 
     name: str
@@ -59,6 +63,7 @@ class Topology:
     broken_behind: str
     restart: list
     direct: str
+    reloads: tuple = ()
 
     @property
     def host(self):
@@ -91,6 +96,10 @@ TOPOLOGIES = [
              ["systemctl", "restart", f"uwsgi-{APP}.service"], UWSGI_DIRECT),
     Topology("uwsgi_supervisord", 18092, "/app", "if 'uwsgi.version' in request.environ: raise RuntimeError('broken')",
              ["supervisorctl", "restart", f"uwsgi-{APP}"], UWSGI_DIRECT),
+    Topology("apache_modwsgi", 18093, "/hip", "if 'mod_wsgi.version' in request.environ: raise RuntimeError('broken')",
+             ["systemctl", "restart", "apache2"], "",
+             (("touch of the WSGI script", ["touch", f"/srv/{APP}/current/app/flaskstack_wsgi.py"]),
+              ("apache2ctl graceful", ["apache2ctl", "graceful"]))),
 ]
 
 INVENTORY = "---\nall:\n  vars:\n    ansible_connection: community.docker.docker\n" \
@@ -130,6 +139,11 @@ def in_container(host, *command, check=True):
     ).stdout
 
 
+def wrk_errors(output):
+    """The non-2xx/socket error summary of a wrk run's output (str, "none" without errors)."""
+    return ", ".join(re.findall(r"(Non-2xx or 3xx responses: \d+|Socket errors: .*)", output)) or "none"
+
+
 def wrk_requests_per_second(host, url, seconds, connections):
     """Run wrk in a container against ``url``.
 
@@ -137,8 +151,27 @@ def wrk_requests_per_second(host, url, seconds, connections):
     """
     output = in_container(host, "wrk", "-t2", f"-c{connections}", f"-d{seconds}s", url)
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
-    errors = ", ".join(re.findall(r"(Non-2xx or 3xx responses: \d+|Socket errors: .*)", output)) or "none"
-    return rate, errors
+    return rate, wrk_errors(output)
+
+
+def reloads_under_wrk(topology, command, seconds, connections, reloads=3):
+    """Run ``command`` in the container ``reloads`` times, evenly spaced, while wrk loads the front door.
+
+    :param list command: the reload, for example ``["apache2ctl", "graceful"]``.
+    :param int seconds: duration of the wrk run; the reloads fall within it.
+    :returns: "N requests, <errors>" (str).
+    """
+    wrk = subprocess.Popen(
+        ["docker", "exec", topology.host, "wrk", "-t2", f"-c{connections}", f"-d{seconds}s",
+         f"http://127.0.0.1{topology.prefix}/healthz"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    for _ in range(reloads):
+        time.sleep(seconds / (reloads + 1))
+        in_container(topology.host, *command)
+    output = wrk.communicate()[0]
+    total = re.search(r"(\d+) requests in", output).group(1)
+    return f"{total} requests, errors: {wrk_errors(output)}"
 
 
 def polled(front_door, action):
@@ -209,18 +242,24 @@ def throughput(topology, seconds, connections):
     :returns: (front door req/s as float, list of (label, value) rows).
     """
     in_container(topology.host, "apt-get", "install", "-y", "-qq", "wrk")
-    in_container(topology.host, "sh", "-c", topology.direct)
-    time.sleep(3)
     front, front_errors = wrk_requests_per_second(
         topology.host, f"http://127.0.0.1{topology.prefix}/healthz", seconds, connections)
-    direct, direct_errors = wrk_requests_per_second(
-        topology.host, f"http://127.0.0.1:{DIRECT_PORT}{topology.prefix}/healthz", seconds, connections)
-    in_container(topology.host, "sh", "-c", "kill -INT $(cat /root/bench.pid)", check=False)
-    return front, [
-        (f"[{topology.name}] wrk through nginx ({connections} conns)", f"{front:.0f} req/s, errors: {front_errors}"),
-        (f"[{topology.name}] wrk straight to the app server", f"{direct:.0f} req/s, errors: {direct_errors}"),
-        (f"[{topology.name}] ratio nginx / direct", f"{front / direct:.2f}"),
-    ]
+    rows = [(f"[{topology.name}] wrk through the front door ({connections} conns)",
+             f"{front:.0f} req/s, errors: {front_errors}")]
+    for label, command in topology.reloads:
+        rows.append((f"[{topology.name}] 3 x {label} under wrk",
+                     reloads_under_wrk(topology, command, seconds, connections)))
+    if topology.direct:
+        in_container(topology.host, "sh", "-c", topology.direct)
+        time.sleep(3)
+        direct, direct_errors = wrk_requests_per_second(
+            topology.host, f"http://127.0.0.1:{DIRECT_PORT}{topology.prefix}/healthz", seconds, connections)
+        in_container(topology.host, "sh", "-c", "kill -INT $(cat /root/bench.pid)", check=False)
+        rows += [
+            (f"[{topology.name}] wrk straight to the app server", f"{direct:.0f} req/s, errors: {direct_errors}"),
+            (f"[{topology.name}] ratio front door / direct", f"{front / direct:.2f}"),
+        ]
+    return front, rows
 
 
 def main():

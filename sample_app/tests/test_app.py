@@ -1,8 +1,10 @@
 """Unit tests of the sample app, run in-process with Flask's test client."""
 
+import os
+
 import pytest
 
-from sample_app import create_app
+from sample_app import create_app, wsgi_server
 
 
 @pytest.fixture()
@@ -41,6 +43,21 @@ def test_whoami_reports_request_as_seen(client):
     assert body["url_root"] == "https://example.test/"
     assert isinstance(body["pid"], int)
     assert body["hostname"]
+    assert body["user"] and body["cwd"] == os.getcwd()
+    assert body["wsgi_server"] == ""  # the test client names no server
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"mod_wsgi.version": (5, 0, 2), "SERVER_SOFTWARE": "Apache"}, "mod_wsgi/5.0.2"),
+        ({"uwsgi.version": b"2.0.30"}, "uWSGI/2.0.30"),
+        ({"SERVER_SOFTWARE": "gunicorn/23.0.0"}, "gunicorn/23.0.0"),
+        ({}, ""),
+    ],
+)
+def test_wsgi_server_names_the_server_from_its_environ_keys(environ, expected):
+    assert wsgi_server(environ) == expected
 
 
 def test_config_from_prefixed_environment(monkeypatch):

@@ -7,6 +7,7 @@ request as the application sees it after the proxies.
 """
 
 import os
+import pwd
 import socket
 from importlib import metadata
 
@@ -30,6 +31,20 @@ def installed_version() -> str:
     except metadata.PackageNotFoundError:
         return "0+unknown"
 
+
+def wsgi_server(environ) -> str:
+    """Name the WSGI server that called the application, from the keys it puts in the environ.
+
+    :param dict environ: the request's WSGI environ.
+    :returns: ``mod_wsgi/<version>``, ``uWSGI/<version>``, else ``SERVER_SOFTWARE`` (for
+        example ``gunicorn/23.0.0``), or ``""`` when the server names itself nowhere.
+    """
+    if "mod_wsgi.version" in environ:
+        return "mod_wsgi/" + ".".join(str(part) for part in environ["mod_wsgi.version"])
+    if "uwsgi.version" in environ:
+        version = environ["uwsgi.version"]
+        return "uWSGI/" + (version.decode() if isinstance(version, bytes) else str(version))
+    return environ.get("SERVER_SOFTWARE", "")
 
 def create_app(test_config: "dict | None" = None) -> Flask:
     """Build the Flask application (the factory behind ``sample_app:create_app()``).
@@ -65,6 +80,9 @@ def create_app(test_config: "dict | None" = None) -> Flask:
             index_url=request.host_url.rstrip("/") + request.script_root + "/",
             hostname=socket.gethostname(),
             pid=os.getpid(),
+            user=pwd.getpwuid(os.geteuid()).pw_name,
+            cwd=os.getcwd(),
+            wsgi_server=wsgi_server(request.environ),
             server_software=request.environ.get("SERVER_SOFTWARE", ""),
         )
 
