@@ -44,6 +44,8 @@ def test_whoami_reports_request_as_seen(client):
     assert isinstance(body["pid"], int)
     assert body["hostname"]
     assert body["user"] and body["cwd"] == os.getcwd()
+    assert body["auth_type"] is None
+    assert client.get("/whoami", headers={"Authorization": "Bearer abc"}).get_json()["auth_type"] == "bearer"
     assert body["wsgi_server"] == ""  # the test client names no server
 
 

@@ -47,8 +47,8 @@ def daemon_processes(host):
 
 
 def apache_workers(host):
-    """Apache's own worker processes, which serve the connections (set of pids)."""
-    return {pid for pid, (_, args) in children(host, apache_pid(host)).items() if args.startswith("/usr/sbin/apache2")}
+    """Apache's own worker processes, which serve the connections, as {pid: user}."""
+    return {pid: user for pid, (user, args) in children(host, apache_pid(host)).items() if args.startswith("/usr/sbin/apache2")}
 
 
 def live_state(host):
@@ -89,10 +89,12 @@ def test_paths_outside_the_prefix_and_unknown_hosts_get_404(host):
 
 
 def test_whoami_reports_the_prefix_mod_wsgi_and_the_real_client(host):
-    response = requests.get(
-        url("/whoami"), timeout=5, headers={"X-Forwarded-For": "203.0.113.66", "X-Forwarded-Proto": "https"},
-    )
+    response = requests.get(url("/whoami"), timeout=5, headers={
+        "X-Forwarded-For": "203.0.113.66", "X-Forwarded-Proto": "https", "Authorization": "Bearer token",
+    })
     body = response.json()
+    # WSGIPassAuthorization: the app gets the credentials, as under Gunicorn and uWSGI.
+    assert body["auth_type"] == "bearer"
     assert body["script_root"] == PREFIX
     assert body["url_root"] == url("/")
     assert body["wsgi_server"].startswith("mod_wsgi/"), body
@@ -105,13 +107,13 @@ def test_whoami_reports_the_prefix_mod_wsgi_and_the_real_client(host):
 def test_app_runs_in_daemon_processes_of_the_app_user_not_in_apache_workers(host):
     daemons, workers = daemon_processes(host), apache_workers(host)
     assert len(daemons) == DAEMON_PROCESSES and set(daemons.values()) == {APP}
-    assert workers and all(host.run(f"ps -o user= -p {pid}").stdout.strip() == "www-data" for pid in workers)
+    assert workers and set(workers.values()) == {"www-data"}
     seen = {}
     for _ in range(20):
         body = requests.get(url("/whoami"), timeout=5).json()
         seen[body["pid"]] = (body["user"], body["cwd"])
     assert set(seen) <= set(daemons), f"app answered from {seen}, daemon processes are {daemons}"
-    assert not set(seen) & workers
+    assert not set(seen) & set(workers)
     # home= (without it the daemon of a system user never starts) is the live release's project directory.
     live_project = host.file(f"/srv/{APP}/current").linked_to + "/app"
     assert set(seen.values()) == {(APP, live_project)}
@@ -163,7 +165,25 @@ def test_broken_vhost_is_rejected_and_the_old_one_keeps_serving(host):
     assert live_state(host) == before
     assert not host.run("ls /etc/apache2/sites-available/ | grep -v '\\.conf$'").stdout, "a backup or check file was left"
     # Not reloaded: the same workers serve.
-    assert apache_workers(host) & workers
+    assert set(apache_workers(host)) & set(workers)
+    assert requests.get(url("/healthz"), timeout=5).status_code == 200
+
+
+def test_config_that_only_the_whole_apache_config_rejects_is_put_back(host):
+    """Each file passes on its own, the whole configuration does not: the previous vhost comes back."""
+    before, workers = live_state(host), apache_workers(host)
+    clash = "/etc/apache2/conf-enabled/zz-clash.conf"
+    host.run(f"echo 'WSGIDaemonProcess {APP}' > {clash}")
+    try:
+        run = run_playbook(PLAYBOOK, "-e", "apache_modwsgi_threads=7")
+    finally:
+        host.run(f"rm -f {clash}")
+    assert run.returncode != 0
+    assert "Apache rejected the new configuration, the previous files are back in place" in run.stdout, run.stdout[-2000:]
+    assert "Name duplicates previous WSGI daemon definition" in run.stdout
+    assert live_state(host) == before and "threads=5 " in host.file(SITE_FILE).content_string
+    assert not host.run("ls /etc/apache2/sites-available/ | grep -v '\\.conf$'").stdout, "a backup was left"
+    assert set(apache_workers(host)) & set(workers)
     assert requests.get(url("/healthz"), timeout=5).status_code == 200
 
 
@@ -215,7 +235,7 @@ def test_redeploy_under_polling_has_no_failed_request(host, tmp_path):
     assert poller.failures == [], f"{len(poller.failures)} of {poller.total} failed: {poller.failures[:5]}"
     assert poller.bodies[0]["version"] == "1.0.0" and poller.bodies[-1] == {"status": "ok", "version": "1.0.1"}
     # No graceful reload of Apache (it replaces every worker), no restart: only the daemon processes are new.
-    assert apache_pid(host) == apache and apache_workers(host) & workers
+    assert apache_pid(host) == apache and set(apache_workers(host)) & set(workers)
     assert not set(daemon_processes(host)) & set(daemons)
 
 

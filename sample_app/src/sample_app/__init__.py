@@ -82,6 +82,7 @@ def create_app(test_config: "dict | None" = None) -> Flask:
             pid=os.getpid(),
             user=pwd.getpwuid(os.geteuid()).pw_name,
             cwd=os.getcwd(),
+            auth_type=request.authorization.type if request.authorization else None,
             wsgi_server=wsgi_server(request.environ),
             server_software=request.environ.get("SERVER_SOFTWARE", ""),
         )
