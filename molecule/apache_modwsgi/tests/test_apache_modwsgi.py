@@ -170,18 +170,18 @@ def test_broken_vhost_is_rejected_and_the_old_one_keeps_serving(host):
 
 
 def test_config_that_only_the_whole_apache_config_rejects_is_put_back(host):
-    """Each file passes on its own, the whole configuration does not: the previous vhost comes back."""
-    before, workers = live_state(host), apache_workers(host)
+    """The new vhost passes on its own, not beside another file of the server: the previous vhost comes back."""
     clash = "/etc/apache2/conf-enabled/zz-clash.conf"
-    host.run(f"echo 'WSGIDaemonProcess {APP}' > {clash}")
+    host.run(f"echo 'WSGIDaemonProcess flaskstack-clash' > {clash}")
+    before, workers = live_state(host), apache_workers(host)
     try:
-        run = run_playbook(PLAYBOOK, "-e", "apache_modwsgi_threads=7")
+        run = run_playbook(PLAYBOOK, "-e", json.dumps({"apache_modwsgi_extra_directives": ["WSGIDaemonProcess flaskstack-clash"]}))
     finally:
         host.run(f"rm -f {clash}")
     assert run.returncode != 0
     assert "Apache rejected the new configuration, the previous files are back in place" in run.stdout, run.stdout[-2000:]
     assert "Name duplicates previous WSGI daemon definition" in run.stdout
-    assert live_state(host) == before and "threads=5 " in host.file(SITE_FILE).content_string
+    assert live_state(host) == before and "flaskstack-clash" not in host.file(SITE_FILE).content_string
     assert not host.run("ls /etc/apache2/sites-available/ | grep -v '\\.conf$'").stdout, "a backup was left"
     assert set(apache_workers(host)) & set(workers)
     assert requests.get(url("/healthz"), timeout=5).status_code == 200
