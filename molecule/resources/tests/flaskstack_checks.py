@@ -27,10 +27,13 @@ class Poller:
     :param float timeout: seconds each request may take before it counts as failed.
     :param float max_seconds: hard limit on the polling time, in seconds.
     :param int max_requests: hard limit on the number of requests.
+    :param float interval: seconds between the start of one request and the next (0 = back to
+        back), which bounds the rate, for example below a rate limit.
     """
 
-    def __init__(self, url, timeout=5.0, max_seconds=600.0, max_requests=200_000):
+    def __init__(self, url, timeout=5.0, max_seconds=600.0, max_requests=200_000, interval=0.0):
         self.url = url
+        self.interval = interval
         self.timeout = timeout
         self.max_seconds = max_seconds
         self.max_requests = max_requests
@@ -45,19 +48,24 @@ class Poller:
         while not self._stop.is_set() and time.monotonic() < deadline:
             if self.ok + len(self.failures) >= self.max_requests:
                 break
-            try:
-                # A new connection per request: connection refusals must show too.
-                response = requests.get(self.url, timeout=self.timeout, headers={"Connection": "close"})
-            except requests.RequestException as error:
-                self.failures.append(repr(error))
-                continue
-            if response.status_code == 200:
-                self.ok += 1
-                body = response.json() if "json" in response.headers.get("Content-Type", "") else None
-                if not self.bodies or self.bodies[-1] != body:
-                    self.bodies.append(body)
-            else:
-                self.failures.append(f"HTTP {response.status_code}")
+            started = time.monotonic()
+            self._request()
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def _request(self):
+        try:
+            # A new connection per request: connection refusals must show too.
+            response = requests.get(self.url, timeout=self.timeout, headers={"Connection": "close"})
+        except requests.RequestException as error:
+            self.failures.append(repr(error))
+            return
+        if response.status_code == 200:
+            self.ok += 1
+            body = response.json() if "json" in response.headers.get("Content-Type", "") else None
+            if not self.bodies or self.bodies[-1] != body:
+                self.bodies.append(body)
+        else:
+            self.failures.append(f"HTTP {response.status_code}")
 
     @property
     def total(self):

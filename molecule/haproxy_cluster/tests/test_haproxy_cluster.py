@@ -1,0 +1,146 @@
+"""HAProxy -> three nginx + Gunicorn nodes -> sample app, through the front door and on the hosts.
+
+The tests run on the load balancer only (testinfra_hosts); they reach the app nodes through
+testinfra.get_host. They run in file order: the last ones stop nodes and change the config.
+"""
+
+import json
+import os
+import shlex
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+import testinfra
+
+from flaskstack_checks import PROJECT_DIR, Poller, docker_gateway, run_playbook
+
+testinfra_hosts = ["ansible://flaskstack-lb"]
+
+FRONT_DOOR = "http://127.0.0.1:18084"
+LB = "flaskstack-lb"
+NODES = ["flaskstack-node1", "flaskstack-node2", "flaskstack-node3"]
+APP = "sample_app"
+CONFIG = "/etc/haproxy/haproxy.cfg"
+PLAYBOOK = str(PROJECT_DIR / "playbooks" / "haproxy_cluster.yml")
+# The scenario's settings: checks every second, down after 3 failures, up after 2 passes; 1000 requests per 10 s.
+CHECK_WINDOW = 3 * 1.0
+RATE_LIMIT = 1000
+# Seconds between a poller's requests: 50 per second stay below the rate limit.
+POLL_INTERVAL = 0.02
+# Asks HAProxy's runtime API (root only) for the status of each server of the app's backend.
+SERVER_STATUS_SCRIPT = """
+import csv, json, socket
+api = socket.socket(socket.AF_UNIX)
+api.connect("/run/haproxy/admin.sock")
+api.sendall(b"show stat\\n")
+data = b"".join(iter(lambda: api.recv(65536), b"")).decode().lstrip("# ")
+print(json.dumps({row["svname"]: row["status"] for row in csv.DictReader(data.splitlines())
+                  if row["pxname"] == "app" and row["svname"] not in ("FRONTEND", "BACKEND")}))
+"""
+
+
+def node(name):
+    """A testinfra host for an app node."""
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={os.environ['MOLECULE_INVENTORY_FILE']}")
+
+
+def server_status(host):
+    """{server name: status} of the app's backend, as HAProxy reports it (UP, DOWN, MAINT, DRAIN...)."""
+    return json.loads(host.check_output(f"python3 -c {shlex.quote(SERVER_STATUS_SCRIPT)}"))
+
+
+def wait_for_status(host, server, wanted, seconds):
+    """Wait until ``server`` reports ``wanted``; returns the seconds it took, or None."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if server_status(host)[server].startswith(wanted):
+            return time.monotonic() - started
+        time.sleep(0.2)
+    return None
+
+
+def test_every_node_is_up_and_answers_in_turn(host):
+    assert set(server_status(host).values()) == {"UP"}
+    hostnames = [requests.get(FRONT_DOOR + "/whoami", timeout=5).json()["hostname"] for _ in range(12)]
+    assert set(hostnames) == set(NODES)
+    # roundrobin: each node answers a third of the requests.
+    assert all(hostnames.count(name) == 4 for name in NODES), hostnames
+
+
+def test_app_sees_the_client_and_the_scheme_haproxy_set(host):
+    body = requests.get(
+        FRONT_DOOR + "/whoami", timeout=5, headers={"X-Forwarded-For": "203.0.113.66", "X-Forwarded-Proto": "https"},
+    ).json()
+    assert body["remote_addr"] == docker_gateway(LB), "a spoofed X-Forwarded-For reached the app"
+    assert body["scheme"] == "http", "a spoofed X-Forwarded-Proto reached the app"
+    assert body["url_root"] == FRONT_DOOR + "/"
+
+
+def test_only_the_front_door_listens_publicly_on_the_load_balancer(host):
+    public = {line.split()[3] for line in host.run("ss -Hltn").stdout.splitlines() if not any(
+        local in line.split()[3] for local in ("127.0.0.1:", "[::1]:", "127.0.0.11:", "127.0.0.53"))}
+    # (ss cannot name HAProxy's processes here: they dropped privileges, and root lacks CAP_SYS_PTRACE.)
+    assert public == {"0.0.0.0:80", "[::]:80"}, public
+    socket_file = host.file("/run/haproxy/admin.sock")
+    assert socket_file.is_socket and (socket_file.user, socket_file.mode) == ("root", 0o600)
+
+
+def test_acme_challenge_goes_to_its_own_backend(host):
+    token = uuid.uuid4().hex
+    host.run(f"mkdir -p /tmp/acme/.well-known/acme-challenge && echo {token} > /tmp/acme/.well-known/acme-challenge/{token}")
+    host.run("cd /tmp/acme && (python3 -m http.server --bind 127.0.0.1 8402 >/dev/null 2>&1 &) && sleep 1")
+    try:
+        response = requests.get(f"{FRONT_DOOR}/.well-known/acme-challenge/{token}", timeout=5)
+    finally:
+        host.run("pkill -f 'http.server --bind 127.0.0.1 8402'")
+    assert response.status_code == 200 and response.text.strip() == token
+    # The app has no such route: it would have answered 404.
+    assert requests.get(f"{FRONT_DOOR}/.well-known/other", timeout=5).status_code == 404
+
+
+def test_a_burst_above_the_rate_limit_gets_429_and_normal_traffic_does_not(host):
+    time.sleep(11)  # the earlier tests' requests leave the 10-second window
+    normal = [requests.get(FRONT_DOOR + "/healthz", timeout=5).status_code for _ in range(20)]
+    assert set(normal) == {200}
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        burst = list(pool.map(lambda _: requests.get(FRONT_DOOR + "/healthz", timeout=10).status_code, range(RATE_LIMIT + 300)))
+    assert burst.count(429) >= 100, f"{burst.count(429)} of {len(burst)} got 429"
+    assert set(burst) <= {200, 429}
+    time.sleep(11)
+    assert requests.get(FRONT_DOOR + "/healthz", timeout=5).status_code == 200
+
+
+def test_a_stopped_node_is_marked_down_within_the_check_window_and_clients_see_no_error(host):
+    node2 = node("flaskstack-node2")
+    units = f"gunicorn-{APP}.socket gunicorn-{APP}.service"
+    with Poller(FRONT_DOOR + "/healthz", max_seconds=60, interval=POLL_INTERVAL) as poller:
+        assert node2.run(f"systemctl stop {units}").rc == 0
+        took_down = wait_for_status(host, "flaskstack-node2", "DOWN", CHECK_WINDOW + 5)
+        assert node2.run(f"systemctl start {units}").rc == 0
+        took_up = wait_for_status(host, "flaskstack-node2", "UP", 10)
+    assert took_down is not None and took_down <= CHECK_WINDOW + 2, f"marked DOWN after {took_down} s"
+    assert took_up is not None, "the restarted node did not come back UP"
+    assert poller.total > 50 and poller.failures == [], f"{len(poller.failures)} of {poller.total} failed"
+
+
+def test_a_killed_app_server_comes_back_by_itself(host):
+    node3 = node("flaskstack-node3")
+    killed = node3.check_output(f"systemctl show -p MainPID --value gunicorn-{APP}.service")
+    assert node3.run(f"kill -KILL {killed}").rc == 0
+    with Poller(FRONT_DOOR + "/healthz", max_seconds=30, interval=POLL_INTERVAL) as poller:
+        time.sleep(2)
+        took_up = wait_for_status(host, "flaskstack-node3", "UP", 15)
+    assert took_up is not None and set(server_status(host).values()) == {"UP"}
+    assert node3.check_output(f"systemctl show -p MainPID --value gunicorn-{APP}.service") not in ("0", killed)
+    assert poller.failures == [], f"{len(poller.failures)} of {poller.total} failed"
+
+
+def test_config_haproxy_rejects_never_replaces_the_live_one(host):
+    config, master = host.file(CONFIG).sha256sum, host.check_output("systemctl show -p MainPID --value haproxy.service")
+    run = run_playbook(PLAYBOOK, "--limit", LB, "-e", "haproxy_acme_server=127.0.0.1:99999")
+    assert run.returncode != 0 and "failed to validate" in run.stdout, run.stdout[-2000:]
+    assert host.file(CONFIG).sha256sum == config
+    assert host.check_output("systemctl show -p MainPID --value haproxy.service") == master
+    assert requests.get(FRONT_DOOR + "/healthz", timeout=5).status_code == 200
