@@ -7,6 +7,7 @@ testinfra.get_host. They run in file order: the last ones stop nodes and change 
 import json
 import os
 import shlex
+import subprocess
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 import testinfra
 
-from flaskstack_checks import PROJECT_DIR, Poller, docker_gateway, run_playbook
+from flaskstack_checks import PROJECT_DIR, Poller, break_sample_app, copy_sample_app, docker_gateway, run_playbook
 
 testinfra_hosts = ["ansible://flaskstack-lb"]
 
@@ -24,6 +25,8 @@ NODES = ["flaskstack-node1", "flaskstack-node2", "flaskstack-node3"]
 APP = "sample_app"
 CONFIG = "/etc/haproxy/haproxy.cfg"
 PLAYBOOK = str(PROJECT_DIR / "playbooks" / "haproxy_cluster.yml")
+DEPLOY = str(PROJECT_DIR / "playbooks" / "deploy.yml")
+LOCK = "/var/lib/flaskstack/deploy.lock"
 # The scenario's settings: checks every second, down after 3 failures, up after 2 passes; 1000 requests per 10 s.
 CHECK_WINDOW = 3 * 1.0
 RATE_LIMIT = 1000
@@ -52,13 +55,21 @@ def server_status(host):
 
 
 def wait_for_status(host, server, wanted, seconds):
-    """Wait until ``server`` reports ``wanted``; returns the seconds it took, or None."""
+    """Wait until ``server`` reports exactly ``wanted`` (not "UP 2/3" on its way); returns the seconds it took, or None."""
     started = time.monotonic()
     while time.monotonic() - started < seconds:
-        if server_status(host)[server].startswith(wanted):
+        if server_status(host)[server] == wanted:
             return time.monotonic() - started
         time.sleep(0.2)
     return None
+
+
+def node_versions():
+    """{node: the version its own nginx serves}, asked on each node."""
+    return {
+        name: json.loads(node(name).check_output("curl -s -H 'Host: localhost' http://127.0.0.1/healthz"))["version"]
+        for name in NODES
+    }
 
 
 def test_every_node_is_up_and_answers_in_turn(host):
@@ -144,3 +155,53 @@ def test_config_haproxy_rejects_never_replaces_the_live_one(host):
     assert host.file(CONFIG).sha256sum == config
     assert host.check_output("systemctl show -p MainPID --value haproxy.service") == master
     assert requests.get(FRONT_DOOR + "/healthz", timeout=5).status_code == 200
+
+
+def test_rolling_deploy_fails_no_request_and_ends_with_every_node_on_the_new_release(host, tmp_path):
+    source = copy_sample_app(tmp_path / "app", "1.0.1")
+    started = time.monotonic()
+    with Poller(FRONT_DOOR + "/healthz", max_requests=20_000, interval=POLL_INTERVAL) as poller:
+        run = run_playbook(DEPLOY, "-e", f"flask_app_source_path={source}")
+    seconds = time.monotonic() - started
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert poller.total > 100 and poller.failures == [], f"{len(poller.failures)} of {poller.total} failed: {poller.failures[:5]}"
+    assert node_versions() == dict.fromkeys(NODES, "1.0.1")
+    assert set(server_status(host).values()) == {"UP"} and not host.file(LOCK).exists
+    print(f"rolling deploy of 3 nodes: {seconds:.1f} s, 0 failed of {poller.total}")
+
+
+def test_release_failing_on_the_second_node_is_rolled_back_on_every_node(host, tmp_path):
+    broken = break_sample_app(
+        copy_sample_app(tmp_path / "app", "1.0.2"),
+        "if __import__('socket').gethostname() == 'flaskstack-node2' and 'gunicorn.socket' in request.environ:"
+        " raise RuntimeError('broken on node2')",
+    )
+    with Poller(FRONT_DOOR + "/healthz", max_requests=20_000, interval=POLL_INTERVAL) as poller:
+        run = run_playbook(DEPLOY, "-e", f"flask_app_source_path={broken}", "-e", "flask_app_health_timeout=3")
+    assert run.returncode != 0
+    assert "The deploy stopped at flaskstack-node2: release" in run.stdout, run.stdout[-3000:]
+    assert "failed after the switch" in run.stdout and "the nodes updated before it went back too" in run.stdout
+    # node1 had 1.0.2 and went back; node2 rolled itself back; node3 never got it.
+    assert node_versions() == dict.fromkeys(NODES, "1.0.1")
+    assert poller.total > 100 and poller.failures == [], f"{len(poller.failures)} of {poller.total} failed: {poller.failures[:5]}"
+    assert set(server_status(host).values()) == {"UP"} and not host.file(LOCK).exists
+
+
+def test_second_concurrent_deploy_is_refused_while_the_first_holds_the_lock(host, tmp_path):
+    source = copy_sample_app(tmp_path / "app", "1.0.3")
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1")
+    first = subprocess.Popen(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], DEPLOY, "-e", f"flask_app_source_path={source}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not host.file(f"{LOCK}/holder").exists and time.monotonic() < deadline:
+            time.sleep(0.5)
+        second = run_playbook(DEPLOY, "-e", f"flask_app_source_path={source}")
+    finally:
+        output = first.communicate(timeout=900)[0]
+    assert second.returncode != 0
+    assert "Another deploy holds the lock" in second.stdout and " since " in second.stdout, second.stdout[-2000:]
+    assert first.returncode == 0, output[-3000:]
+    assert node_versions() == dict.fromkeys(NODES, "1.0.3") and not host.file(LOCK).exists
