@@ -11,7 +11,10 @@ import uuid
 
 import requests
 
-from flaskstack_checks import PROJECT_DIR, Poller, break_sample_app, copy_sample_app, docker_gateway, run_playbook
+from flaskstack_checks import (
+    PROJECT_DIR, Poller, assert_broken_release_is_refused_in_process, assert_release_broken_behind_the_server_is_rolled_back,
+    copy_sample_app, docker_gateway, run_playbook,
+)
 
 PORT = 18083
 PREFIX = "/hip"
@@ -199,30 +202,13 @@ def test_killed_daemon_process_comes_back_by_itself(host):
 
 def test_release_that_fails_its_health_request_never_goes_live(host, tmp_path):
     """It imports fine but answers 500: the in-process check refuses it before the switch."""
-    before = live_state(host)
-    broken = break_sample_app(copy_sample_app(tmp_path / "app", "1.0.5"), "raise RuntimeError('broken release 1.0.5')")
-    with Poller(url("/healthz")) as poller:
-        run = run_playbook(PLAYBOOK, "-e", f"flask_app_source_path={broken}")
-    assert run.returncode != 0
-    assert "failed its health request" in run.stdout and "RuntimeError: broken release 1.0.5" in run.stdout
-    assert live_state(host) == before
-    assert poller.total > 20 and poller.failures == [], f"{len(poller.failures)} of {poller.total} failed"
-    assert poller.bodies == [{"status": "ok", "version": "1.0.0"}]
+    assert_broken_release_is_refused_in_process(PLAYBOOK, url("/healthz"), lambda: live_state(host), tmp_path)
 
 
 def test_release_that_fails_under_mod_wsgi_is_rolled_back(host, tmp_path):
     """It passes in-process but fails under mod_wsgi: the probe after the reload rolls it back."""
-    before = live_state(host)
-    broken = break_sample_app(
-        copy_sample_app(tmp_path / "app", "1.0.6"),
-        "if 'mod_wsgi.version' in request.environ: raise RuntimeError('broken under mod_wsgi')",
-    )
-    run = run_playbook(PLAYBOOK, "-e", f"flask_app_source_path={broken}", "-e", "flask_app_health_timeout=3")
-    assert run.returncode != 0
-    assert "failed after the switch" in run.stdout and "Rolled back: current points at" in run.stdout
-    # current is back, and previous was not written: a failed release never becomes the rollback target.
-    assert live_state(host) == before
-    assert requests.get(url("/healthz"), timeout=5).json()["version"] == "1.0.0"
+    assert_release_broken_behind_the_server_is_rolled_back(
+        PLAYBOOK, url("/healthz"), lambda: live_state(host), tmp_path, "mod_wsgi.version")
 
 
 def test_redeploy_under_polling_has_no_failed_request(host, tmp_path):

@@ -174,3 +174,46 @@ def break_sample_app(source, statement):
     hook = f"    @app.before_request\n    def broken():\n        {statement}\n\n{anchor}"
     module.write_text(text.replace(anchor, hook, 1), encoding="utf-8")
     return source
+
+
+def assert_broken_release_is_refused_in_process(playbook, health_url, live_state, workdir):
+    """Deploy a copy of the sample app whose every request raises: the in-process health request refuses it.
+
+    :param str playbook: the topology's playbook.
+    :param str health_url: the front door's /healthz, polled during the run.
+    :param live_state: a callable returning what the refused run must leave untouched.
+    :param pathlib.Path workdir: an empty directory for the copy.
+    :raises AssertionError: when the release went live, the run succeeded or a request failed.
+    """
+    before = live_state()
+    broken = break_sample_app(copy_sample_app(workdir / "app", "1.0.5"), "raise RuntimeError('broken release 1.0.5')")
+    with Poller(health_url) as poller:
+        run = run_playbook(playbook, "-e", f"flask_app_source_path={broken}")
+    assert run.returncode != 0
+    assert "failed its health request" in run.stdout and "RuntimeError: broken release 1.0.5" in run.stdout
+    assert live_state() == before
+    assert poller.total > 20 and poller.failures == [], f"{len(poller.failures)} of {poller.total} failed"
+    assert poller.bodies == [{"status": "ok", "version": "1.0.0"}]
+
+
+def assert_release_broken_behind_the_server_is_rolled_back(playbook, health_url, live_state, workdir, environ_key):
+    """Deploy a copy that fails only under the app server (``environ_key`` in its WSGI environ): the probes roll it back.
+
+    :param str playbook: the topology's playbook.
+    :param str health_url: the front door's /healthz.
+    :param live_state: a callable returning what the rollback must restore (previous included: a
+        failed release never becomes the rollback target).
+    :param pathlib.Path workdir: an empty directory for the copy.
+    :param str environ_key: a key only the app server puts in the environ, like ``mod_wsgi.version``.
+    :raises AssertionError: when the release stayed live or the run succeeded.
+    """
+    before = live_state()
+    broken = break_sample_app(
+        copy_sample_app(workdir / "app", "1.0.6"),
+        f"if {environ_key!r} in request.environ: raise RuntimeError('broken under the app server')",
+    )
+    run = run_playbook(playbook, "-e", f"flask_app_source_path={broken}", "-e", "flask_app_health_timeout=3")
+    assert run.returncode != 0
+    assert "failed after the switch" in run.stdout and "Rolled back: current points at" in run.stdout
+    assert live_state() == before
+    assert requests.get(health_url, timeout=5).json()["version"] == "1.0.0"
