@@ -98,6 +98,13 @@ def test_only_the_front_door_listens_publicly_on_the_load_balancer(host):
     assert socket_file.is_socket and (socket_file.user, socket_file.mode) == ("root", 0o600)
 
 
+def test_requests_reach_the_journal_of_haproxy(host):
+    marker = uuid.uuid4().hex
+    assert requests.get(f"{FRONT_DOOR}/healthz?log={marker}", timeout=5).status_code == 200
+    time.sleep(1)
+    assert marker in host.run("journalctl --no-pager -o cat -u haproxy.service").stdout
+
+
 def test_acme_challenge_goes_to_its_own_backend(host):
     token = uuid.uuid4().hex
     host.run(f"mkdir -p /tmp/acme/.well-known/acme-challenge && echo {token} > /tmp/acme/.well-known/acme-challenge/{token}")
@@ -119,7 +126,8 @@ def test_a_burst_above_the_rate_limit_gets_429_and_normal_traffic_does_not(host)
         burst = list(pool.map(lambda _: requests.get(FRONT_DOOR + "/healthz", timeout=10).status_code, range(RATE_LIMIT + 300)))
     assert burst.count(429) >= 100, f"{burst.count(429)} of {len(burst)} got 429"
     assert set(burst) <= {200, 429}
-    time.sleep(11)
+    # http_req_rate(10s) still counts a share of the previous period: two periods clear it.
+    time.sleep(21)
     assert requests.get(FRONT_DOOR + "/healthz", timeout=5).status_code == 200
 
 
@@ -131,7 +139,8 @@ def test_a_stopped_node_is_marked_down_within_the_check_window_and_clients_see_n
         took_down = wait_for_status(host, "flaskstack-node2", "DOWN", CHECK_WINDOW + 5)
         assert node2.run(f"systemctl start {units}").rc == 0
         took_up = wait_for_status(host, "flaskstack-node2", "UP", 10)
-    assert took_down is not None and took_down <= CHECK_WINDOW + 2, f"marked DOWN after {took_down} s"
+    # The window, plus one check in flight and the time of a status query through testinfra.
+    assert took_down is not None and took_down <= CHECK_WINDOW + 3, f"marked DOWN after {took_down} s"
     assert took_up is not None, "the restarted node did not come back UP"
     assert poller.total > 50 and poller.failures == [], f"{len(poller.failures)} of {poller.total} failed"
 
