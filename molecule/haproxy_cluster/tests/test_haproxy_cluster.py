@@ -1,12 +1,13 @@
 """HAProxy -> three nginx + Gunicorn nodes -> sample app, through the front door and on the hosts.
 
 The tests run on the load balancer only (testinfra_hosts); they reach the app nodes through
-testinfra.get_host. They run in file order: the last ones stop nodes and change the config.
+testinfra.get_host. They run in file order: the later ones stop nodes and deploy new releases.
 """
 
 import json
 import os
 import shlex
+import signal
 import subprocess
 import time
 import uuid
@@ -64,12 +65,21 @@ def wait_for_status(host, server, wanted, seconds):
     return None
 
 
+def version_on(name):
+    """The version that node ``name``'s own nginx serves (str), or "" while it answers no JSON."""
+    answer = subprocess.run(
+        ["docker", "exec", name, "curl", "-s", "-H", "Host: localhost", "http://127.0.0.1/healthz"],
+        stdout=subprocess.PIPE, text=True, check=False,
+    ).stdout
+    try:
+        return json.loads(answer)["version"]
+    except ValueError:
+        return ""
+
+
 def node_versions():
     """{node: the version its own nginx serves}, asked on each node."""
-    return {
-        name: json.loads(node(name).check_output("curl -s -H 'Host: localhost' http://127.0.0.1/healthz"))["version"]
-        for name in NODES
-    }
+    return {name: version_on(name) for name in NODES}
 
 
 def test_every_node_is_up_and_answers_in_turn(host):
@@ -179,12 +189,17 @@ def test_rolling_deploy_fails_no_request_and_ends_with_every_node_on_the_new_rel
     print(f"rolling deploy of 3 nodes: {seconds:.1f} s, 0 failed of {poller.total}")
 
 
-def test_release_failing_on_the_second_node_is_rolled_back_on_every_node(host, tmp_path):
-    broken = break_sample_app(
-        copy_sample_app(tmp_path / "app", "1.0.2"),
+def release_broken_on_node2(workdir):
+    """A release 1.0.2 that fails every request under Gunicorn on node2 only: the in-process check passes."""
+    return break_sample_app(
+        copy_sample_app(workdir / "app", "1.0.2"),
         "if __import__('socket').gethostname() == 'flaskstack-node2' and 'gunicorn.socket' in request.environ:"
         " raise RuntimeError('broken on node2')",
     )
+
+
+def test_release_failing_on_the_second_node_is_rolled_back_on_every_node(host, tmp_path):
+    broken = release_broken_on_node2(tmp_path)
     with Poller(FRONT_DOOR + "/healthz", max_requests=20_000, interval=POLL_INTERVAL) as poller:
         run = run_playbook(DEPLOY, "-e", f"flask_app_source_path={broken}", "-e", "flask_app_health_timeout=3")
     assert run.returncode != 0
@@ -194,6 +209,19 @@ def test_release_failing_on_the_second_node_is_rolled_back_on_every_node(host, t
     assert node_versions() == dict.fromkeys(NODES, "1.0.1")
     assert poller.total > 100 and poller.failures == [], f"{len(poller.failures)} of {poller.total} failed: {poller.failures[:5]}"
     assert set(server_status(host).values()) == {"UP"} and not host.file(LOCK).exists
+
+
+def test_control_without_drain_the_broken_release_reaches_clients(host, tmp_path):
+    # The same deploy as above with the nodes left in rotation: the seconds in which node2's release
+    # is live before its gate rolls it back now show, so the 0 failures above are the drain's doing.
+    broken = release_broken_on_node2(tmp_path)
+    with Poller(FRONT_DOOR + "/healthz", max_requests=20_000, interval=POLL_INTERVAL) as poller:
+        run = run_playbook(DEPLOY, "-e", f"flask_app_source_path={broken}", "-e", "flask_app_health_timeout=3",
+                           "-e", "haproxy_cluster_drain=false")
+    assert run.returncode != 0 and "The deploy stopped at flaskstack-node2" in run.stdout, run.stdout[-3000:]
+    assert "HTTP 500" in poller.failures, f"no failed request of {poller.total}: {poller.failures[:5]}"
+    print(f"control, deploy without drain: {len(poller.failures)} failed of {poller.total}")
+    assert node_versions() == dict.fromkeys(NODES, "1.0.1")
 
 
 def test_second_concurrent_deploy_is_refused_while_the_first_holds_the_lock(host, tmp_path):
@@ -214,3 +242,48 @@ def test_second_concurrent_deploy_is_refused_while_the_first_holds_the_lock(host
     assert "Another deploy holds the lock" in second.stdout and " since " in second.stdout, second.stdout[-2000:]
     assert first.returncode == 0, output[-3000:]
     assert node_versions() == dict.fromkeys(NODES, "1.0.3") and not host.file(LOCK).exists
+
+
+def test_next_deploy_finishes_one_killed_midway_once_its_lock_expires(host, tmp_path):
+    source = copy_sample_app(tmp_path / "app", "1.0.4")
+    killed = subprocess.Popen(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], DEPLOY, "-e", f"flask_app_source_path={source}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        # Killed between the switch and the enable: node1 serves 1.0.4 and is still drained.
+        deadline = time.monotonic() + 300
+        while version_on("flaskstack-node1") != "1.0.4" and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait()
+    assert server_status(host)["flaskstack-node1"] == "DRAIN" and host.file(LOCK).is_directory
+    assert host.run(f"touch -d '-2 hours' {LOCK}").rc == 0
+    with Poller(FRONT_DOOR + "/healthz", max_requests=20_000, interval=POLL_INTERVAL) as poller:
+        run = run_playbook(DEPLOY, "-e", f"flask_app_source_path={source}")
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "changed: [flaskstack-lb]" in run.stdout.split("Break a deploy lock older than")[1].split("TASK")[0]
+    assert node_versions() == dict.fromkeys(NODES, "1.0.4")
+    assert set(server_status(host).values()) == {"UP"} and not host.file(LOCK).exists
+    assert host.run("find /var/lib/flaskstack/drained -type f").stdout == ""
+    assert poller.total > 100 and poller.failures == [], f"{len(poller.failures)} of {poller.total} failed: {poller.failures[:5]}"
+
+
+def test_release_haproxy_checks_fail_after_its_gate_passed_is_rolled_back(host, tmp_path):
+    # Passes the deploy's own probes (from the node itself) but fails HAProxy's check (from the load
+    # balancer): enable never sees it pass, and the node goes back to 1.0.4 while still drained.
+    broken = break_sample_app(
+        copy_sample_app(tmp_path / "app", "1.0.5"),
+        "if __import__('socket').gethostname() == 'flaskstack-node1' and"
+        " request.headers.get('X-Forwarded-For', '127.0.0.1').rsplit(',', 1)[-1].strip() != '127.0.0.1':"
+        " raise RuntimeError('refuses the load balancer')",
+    )
+    with Poller(FRONT_DOOR + "/healthz", max_requests=20_000, interval=POLL_INTERVAL) as poller:
+        run = run_playbook(DEPLOY, "-e", f"flask_app_source_path={broken}", "-e", "haproxy_drain_timeout=5")
+    assert run.returncode != 0
+    assert "The deploy stopped at flaskstack-node1" in run.stdout, run.stdout[-3000:]
+    assert "Wait until HAProxy's checks pass on the server" in run.stdout.split("The deploy stopped at")[1]
+    assert node_versions() == dict.fromkeys(NODES, "1.0.4")
+    assert set(server_status(host).values()) == {"UP"} and not host.file(LOCK).exists
+    assert poller.total > 100 and poller.failures == [], f"{len(poller.failures)} of {poller.total} failed: {poller.failures[:5]}"
