@@ -16,9 +16,16 @@ machines are noisy):
   front door itself, both from inside its container; and each front door's rate against
   nginx_gunicorn's;
 * apache_modwsgi: failed requests under wrk while the daemon processes reload three times by a
-  touch of the WSGI script, against three graceful reloads of Apache.
+  touch of the WSGI script, against three graceful reloads of Apache;
+* haproxy_cluster (a load balancer and three nginx + Gunicorn nodes on a network of their own):
+  seconds for a fresh converge and for a rolling ``deploy.yml`` of the three nodes, failed
+  requests of a polling client during that deploy, during a deploy whose release fails on the
+  second node (rolled back on every node), and during the same deploy without drain (the
+  control); wrk req/s through HAProxy over the three nodes against one node's nginx reached
+  directly, both from the load balancer's container.
 
-Usage: ``make bench`` (or ``python benchmarks/topologies.py [--keep] [--wrk-seconds N]``).
+Usage: ``make bench`` (or ``python benchmarks/topologies.py [--keep] [--wrk-seconds N]
+[--part single|cluster]``).
 Needs the venv, a Docker engine and the test images (``make setup``); MOLECULE_DISTRO picks
 the Debian release (debian13 by default).
 """
@@ -102,6 +109,28 @@ TOPOLOGIES = [
               ("apache2ctl graceful", ["apache2ctl", "graceful"]))),
 ]
 
+CLUSTER_LB = "flaskstack-bench-lb"
+CLUSTER_NODES = [f"flaskstack-bench-node{number}" for number in (1, 2, 3)]
+CLUSTER_FRONT_DOOR = "http://127.0.0.1:18094/healthz"
+# No rate limit: wrk and the poller come from one address.
+CLUSTER_INVENTORY = f"""---
+all:
+  vars:
+    ansible_connection: community.docker.docker
+    sandbox_network: flaskstack-bench-cluster
+    flask_app_server_names: [localhost, 127.0.0.1]
+    flask_app_health_path: /healthz
+    haproxy_check_interval: 1000
+    haproxy_rate_limit: 0
+  children:
+    haproxy_cluster_lb:
+      hosts:
+        {CLUSTER_LB}:
+          sandbox_http_port: 18094
+    haproxy_cluster_nodes:
+      hosts:
+{"".join(f"        {name}:{chr(10)}" for name in CLUSTER_NODES)}"""
+
 INVENTORY = "---\nall:\n  vars:\n    ansible_connection: community.docker.docker\n" \
     "    flask_app_server_names: [localhost, 127.0.0.1]\n  children:\n" + "".join(
         f"    {topology.name}:\n      hosts:\n        {topology.host}:\n          sandbox_http_port: {topology.port}\n"
@@ -144,12 +173,14 @@ def wrk_errors(output):
     return ", ".join(re.findall(r"(Non-2xx or 3xx responses: \d+|Socket errors: .*)", output)) or "none"
 
 
-def wrk_requests_per_second(host, url, seconds, connections):
+def wrk_requests_per_second(host, url, seconds, connections, host_header=None):
     """Run wrk in a container against ``url``.
 
+    :param str host_header: a Host header to send instead of the URL's host name.
     :returns: (requests per second as float, non-2xx/socket error summary as str).
     """
-    output = in_container(host, "wrk", "-t2", f"-c{connections}", f"-d{seconds}s", url)
+    header = ["-H", f"Host: {host_header}"] if host_header else []
+    output = in_container(host, "wrk", "-t2", f"-c{connections}", f"-d{seconds}s", *header, url)
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     return rate, wrk_errors(output)
 
@@ -262,18 +293,58 @@ def throughput(topology, seconds, connections):
     return front, rows
 
 
-def main():
-    """Run the benchmark and print a table; returns the exit code."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keep", action="store_true", help="leave the containers running")
-    parser.add_argument("--wrk-seconds", type=int, default=10, help="duration of each wrk run")
-    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
-    options = parser.parse_args()
+def cluster_figures(workdir, options, results):
+    """The haproxy_cluster topology in its own four containers: appends (label, value) rows to ``results``.
 
-    workdir = Path(tempfile.mkdtemp(prefix="flaskstack-bench-"))
+    Converge, rolling deploys and wrk; rows are appended as they come, as in :func:`single_server_figures`.
+    """
+    inventory = workdir / "cluster.yml"
+    inventory.write_text(CLUSTER_INVENTORY, encoding="utf-8")
+    seconds, connections = options.wrk_seconds, options.connections
+
+    def add(label, value):
+        results.append((f"[haproxy_cluster] {label}", value))
+
+    try:
+        playbook(inventory, "sandbox_up.yml")
+        fresh, _, _ = playbook(inventory, "haproxy_cluster.yml")
+        add("fresh converge (1 load balancer, 3 nodes)", f"{fresh:.1f} s")
+
+        source = copy_sample_app(workdir / "cluster-1.0.1", "1.0.1")
+        (took, _, _), failures = polled(
+            CLUSTER_FRONT_DOOR, lambda: playbook(inventory, "deploy.yml", "-e", f"flask_app_source_path={source}"))
+        add("rolling deploy.yml of 3 nodes under polling", f"{took:.1f} s, {failures}")
+
+        broken = break_sample_app(
+            copy_sample_app(workdir / "cluster-broken", "1.0.2"),
+            f"if __import__('socket').gethostname() == '{CLUSTER_NODES[1]}' and 'gunicorn.socket' in request.environ:"
+            " raise RuntimeError('broken on node2')")
+        for label, drain in (("release failing on node2, rolled back on every node", "true"),
+                             ("control: the same deploy without drain", "false")):
+            (took, _, code), failures = polled(CLUSTER_FRONT_DOOR, lambda drain=drain: playbook(
+                inventory, "deploy.yml", "-e", f"flask_app_source_path={broken}", "-e", "flask_app_health_timeout=3",
+                "-e", f"haproxy_cluster_drain={drain}", check=False))
+            add(label, f"{took:.1f} s, exit {code}, {failures}")
+
+        in_container(CLUSTER_LB, "apt-get", "install", "-y", "-qq", "wrk")
+        through, through_errors = wrk_requests_per_second(CLUSTER_LB, "http://127.0.0.1/healthz", seconds, connections)
+        direct, direct_errors = wrk_requests_per_second(
+            CLUSTER_LB, f"http://{CLUSTER_NODES[0]}/healthz", seconds, connections, host_header="localhost")
+        add(f"wrk through HAProxy over 3 nodes ({connections} conns)", f"{through:.0f} req/s, errors: {through_errors}")
+        add("wrk straight to node1's nginx", f"{direct:.0f} req/s, errors: {direct_errors}")
+        add("ratio HAProxy over 3 nodes / 1 node direct", f"{through / direct:.2f}")
+    finally:
+        if not options.keep:
+            playbook(inventory, "sandbox_down.yml", check=False)
+
+
+def single_server_figures(workdir, options, results):
+    """The single-server topologies, one container each: appends (label, value) rows to ``results``.
+
+    Rows are appended as they come, so that a failure midway still prints the ones measured.
+    """
     inventory = workdir / "hosts.yml"
     inventory.write_text(INVENTORY, encoding="utf-8")
-    results = []
     try:
         results += installer_timings(inventory, workdir, "pip")
         # uv last: the rest of the run goes on in its container, live on 1.0.1.
@@ -294,6 +365,26 @@ def main():
     finally:
         if not options.keep:
             playbook(inventory, "sandbox_down.yml")
+
+
+def main():
+    """Run the benchmark and print a table; returns the exit code."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="leave the containers running")
+    parser.add_argument("--wrk-seconds", type=int, default=10, help="duration of each wrk run")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument("--part", choices=("all", "single", "cluster"), default="all",
+                        help="the single-server topologies, the haproxy_cluster topology, or both")
+    options = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="flaskstack-bench-"))
+    results = []
+    try:
+        if options.part in ("all", "single"):
+            single_server_figures(workdir, options, results)
+        if options.part in ("all", "cluster"):
+            cluster_figures(workdir, options, results)
+    finally:
         shutil.rmtree(workdir, ignore_errors=True)
         width = max((len(name) for name, _ in results), default=0)
         for name, value in results:
