@@ -106,6 +106,8 @@ def test_only_the_front_door_listens_publicly_on_the_load_balancer(host):
     assert public == {"0.0.0.0:80", "[::]:80"}, public
     socket_file = host.file("/run/haproxy/admin.sock")
     assert socket_file.is_socket and (socket_file.user, socket_file.mode) == ("root", 0o600)
+    # The config may hold the stats page's password.
+    assert (host.file(CONFIG).user, host.file(CONFIG).mode) == ("root", 0o600)
 
 
 def test_requests_reach_the_journal_of_haproxy(host):
