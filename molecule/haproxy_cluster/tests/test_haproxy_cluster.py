@@ -246,6 +246,13 @@ def test_second_concurrent_deploy_is_refused_while_the_first_holds_the_lock(host
     assert node_versions() == dict.fromkeys(NODES, "1.0.3") and not host.file(LOCK).exists
 
 
+def test_deploy_limited_to_nodes_without_the_load_balancer_is_refused(host, tmp_path):
+    source = copy_sample_app(tmp_path / "app", "1.0.9")
+    run = run_playbook(DEPLOY, "--limit", "flaskstack-node1", "-e", f"flask_app_source_path={source}")
+    assert run.returncode != 0 and "The load balancer flaskstack-lb is not in this run" in run.stdout, run.stdout[-2000:]
+    assert node_versions() == dict.fromkeys(NODES, "1.0.3")
+
+
 def test_next_deploy_finishes_one_killed_midway_once_its_lock_expires(host, tmp_path):
     source = copy_sample_app(tmp_path / "app", "1.0.4")
     killed = subprocess.Popen(
