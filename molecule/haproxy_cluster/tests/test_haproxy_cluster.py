@@ -267,7 +267,8 @@ def test_next_deploy_finishes_one_killed_midway_once_its_lock_expires(host, tmp_
     finally:
         os.killpg(killed.pid, signal.SIGKILL)
         killed.wait()
-    assert server_status(host)["flaskstack-node1"] == "DRAIN" and host.file(LOCK).is_directory
+    # (Its checks may be in flight: "DRAIN 2/3" is drained too.)
+    assert server_status(host)["flaskstack-node1"].startswith("DRAIN") and host.file(LOCK).is_directory
     assert host.run(f"touch -d '-2 hours' {LOCK}").rc == 0
     with Poller(FRONT_DOOR + "/healthz", max_requests=20_000, interval=POLL_INTERVAL) as poller:
         run = run_playbook(DEPLOY, "-e", f"flask_app_source_path={source}")
