@@ -11,7 +11,8 @@ machines are noisy):
   request), an automatic rollback (a release that fails only behind the app server),
   ``playbooks/rollback.yml``, and a plain restart of the app server (the control that must
   show failures);
-* for every topology: wrk requests per second to /healthz through the front door, and
+* for every topology: wrk requests per second to /healthz through the front door (for
+  nginx_gunicorn, over HTTPS with a self-signed certificate as well as plain HTTP), and
   straight to its app server over HTTP on a loopback port where the app server is not the
   front door itself, both from inside its container; and each front door's rate against
   nginx_gunicorn's;
@@ -25,7 +26,7 @@ machines are noisy):
   directly, both from the load balancer's container.
 
 Usage: ``make bench`` (or ``python benchmarks/topologies.py [--keep] [--wrk-seconds N]
-[--part single|cluster]``).
+[--part single|cluster|tls]``).
 Needs the venv, a Docker engine and the test images (``make setup``); MOLECULE_DISTRO picks
 the Debian release (debian13 by default).
 """
@@ -62,6 +63,8 @@ class Topology:
     :param str direct: a shell command that starts the app server by hand with the live
         config on DIRECT_PORT (HTTP), for wrk; empty when the front door is the app server.
     :param tuple reloads: (label, command) pairs of reloads to count failed requests of under wrk.
+    :param tuple tls_vars: (name, value) inventory variables that make its front door serve HTTPS
+        beside plain HTTP (no redirect), for wrk over both; empty for a plain HTTP front door.
     """
 
     name: str
@@ -71,6 +74,7 @@ class Topology:
     restart: list
     direct: str
     reloads: tuple = ()
+    tls_vars: tuple = ()
 
     @property
     def host(self):
@@ -98,7 +102,8 @@ GUNICORN_DIRECT = (
 )
 TOPOLOGIES = [
     Topology("nginx_gunicorn", 18090, "", "if 'gunicorn.socket' in request.environ: raise RuntimeError('broken')",
-             ["systemctl", "restart", f"gunicorn-{APP}.socket", f"gunicorn-{APP}.service"], GUNICORN_DIRECT),
+             ["systemctl", "restart", f"gunicorn-{APP}.socket", f"gunicorn-{APP}.service"], GUNICORN_DIRECT,
+             tls_vars=(("tls_certificate_source", "selfsigned"), ("nginx_proxy_http_redirect", "false"))),
     Topology("nginx_uwsgi", 18091, "", "if 'uwsgi.version' in request.environ: raise RuntimeError('broken')",
              ["systemctl", "restart", f"uwsgi-{APP}.service"], UWSGI_DIRECT),
     Topology("uwsgi_supervisord", 18092, "/app", "if 'uwsgi.version' in request.environ: raise RuntimeError('broken')",
@@ -134,6 +139,7 @@ all:
 INVENTORY = "---\nall:\n  vars:\n    ansible_connection: community.docker.docker\n" \
     "    flask_app_server_names: [localhost, 127.0.0.1]\n  children:\n" + "".join(
         f"    {topology.name}:\n      hosts:\n        {topology.host}:\n          sandbox_http_port: {topology.port}\n"
+        + "".join(f"          {name}: {value}\n" for name, value in topology.tls_vars)
         for topology in TOPOLOGIES)
 
 
@@ -277,6 +283,15 @@ def throughput(topology, seconds, connections):
         topology.host, f"http://127.0.0.1{topology.prefix}/healthz", seconds, connections)
     rows = [(f"[{topology.name}] wrk through the front door ({connections} conns)",
              f"{front:.0f} req/s, errors: {front_errors}")]
+    if topology.tls_vars:
+        # wrk keeps its connections alive: the handshakes are amortised, as for browsers.
+        secure, secure_errors = wrk_requests_per_second(
+            topology.host, f"https://127.0.0.1{topology.prefix}/healthz", seconds, connections)
+        rows += [
+            (f"[{topology.name}] wrk over HTTPS, keep-alive ({connections} conns)",
+             f"{secure:.0f} req/s, errors: {secure_errors}"),
+            (f"[{topology.name}] ratio HTTPS / plain HTTP", f"{secure / front:.2f}"),
+        ]
     for label, command in topology.reloads:
         rows.append((f"[{topology.name}] 3 x {label} under wrk",
                      reloads_under_wrk(topology, command, seconds, connections)))
@@ -338,6 +353,20 @@ def cluster_figures(workdir, options, results):
             playbook(inventory, "sandbox_down.yml", check=False)
 
 
+def tls_figures(workdir, options, results):
+    """nginx_gunicorn alone: wrk over plain HTTP and over HTTPS in one run; appends rows to ``results``."""
+    topology = TOPOLOGIES[0]
+    inventory = workdir / "hosts.yml"
+    inventory.write_text(INVENTORY, encoding="utf-8")
+    try:
+        playbook(inventory, "sandbox_up.yml", "--limit", topology.host)
+        playbook(inventory, f"{topology.name}.yml", "--limit", topology.host)
+        results += throughput(topology, options.wrk_seconds, options.connections)[1]
+    finally:
+        if not options.keep:
+            playbook(inventory, "sandbox_down.yml", "--limit", topology.host)
+
+
 def single_server_figures(workdir, options, results):
     """The single-server topologies, one container each: appends (label, value) rows to ``results``.
 
@@ -373,8 +402,9 @@ def main():
     parser.add_argument("--keep", action="store_true", help="leave the containers running")
     parser.add_argument("--wrk-seconds", type=int, default=10, help="duration of each wrk run")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
-    parser.add_argument("--part", choices=("all", "single", "cluster"), default="all",
-                        help="the single-server topologies, the haproxy_cluster topology, or both")
+    parser.add_argument("--part", choices=("all", "single", "cluster", "tls"), default="all",
+                        help="the single-server topologies, the haproxy_cluster topology, both, or only"
+                             " nginx_gunicorn's HTTP and HTTPS throughput")
     options = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="flaskstack-bench-"))
@@ -384,6 +414,8 @@ def main():
             single_server_figures(workdir, options, results)
         if options.part in ("all", "cluster"):
             cluster_figures(workdir, options, results)
+        if options.part == "tls":
+            tls_figures(workdir, options, results)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         width = max((len(name) for name, _ in results), default=0)

@@ -116,7 +116,8 @@ def test_only_the_front_door_listens_publicly_on_the_load_balancer(host):
     public = {line.split()[3] for line in host.run("ss -Hltn").stdout.splitlines() if not any(
         local in line.split()[3] for local in ("127.0.0.1:", "[::1]:", "127.0.0.11:", "127.0.0.53"))}
     # (ss cannot name HAProxy's processes here: they dropped privileges, and root lacks CAP_SYS_PTRACE.)
-    assert public == {"0.0.0.0:80", "[::]:80"}, public
+    # HTTP and, with the scenario's certificate, HTTPS (Pebble, its ACME CA, listens on loopback).
+    assert public == {"0.0.0.0:80", "[::]:80", "0.0.0.0:443", "[::]:443"}, public
     socket_file = host.file("/run/haproxy/admin.sock")
     assert socket_file.is_socket and (socket_file.user, socket_file.mode) == ("root", 0o600)
     # The config may hold the stats page's password.
@@ -184,7 +185,8 @@ def test_a_killed_app_server_comes_back_by_itself(host):
 
 def test_config_haproxy_rejects_never_replaces_the_live_one(host):
     config, master = host.file(CONFIG).sha256sum, host.check_output("systemctl show -p MainPID --value haproxy.service")
-    run = run_playbook(PLAYBOOK, "--limit", LB, "-e", "haproxy_acme_server=127.0.0.1:99999")
+    # A name that does not resolve: haproxy -c refuses the config (the port is fine for certbot).
+    run = run_playbook(PLAYBOOK, "--limit", LB, "-e", "haproxy_acme_server=acme.invalid:8402")
     assert run.returncode != 0 and "failed to validate" in run.stdout, run.stdout[-2000:]
     assert host.file(CONFIG).sha256sum == config
     assert host.check_output("systemctl show -p MainPID --value haproxy.service") == master

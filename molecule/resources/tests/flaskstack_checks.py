@@ -29,10 +29,12 @@ class Poller:
     :param int max_requests: hard limit on the number of requests.
     :param float interval: seconds between the start of one request and the next (0 = back to
         back), which bounds the rate, for example below a rate limit.
+    :param verify: requests' ``verify``: True, False, or a CA bundle's path (for HTTPS URLs).
     """
 
-    def __init__(self, url, timeout=5.0, max_seconds=600.0, max_requests=200_000, interval=0.0):
+    def __init__(self, url, timeout=5.0, max_seconds=600.0, max_requests=200_000, interval=0.0, verify=True):
         self.url = url
+        self.verify = verify
         self.interval = interval
         self.timeout = timeout
         self.max_seconds = max_seconds
@@ -55,7 +57,8 @@ class Poller:
     def _request(self):
         try:
             # A new connection per request: connection refusals must show too.
-            response = requests.get(self.url, timeout=self.timeout, headers={"Connection": "close"})
+            response = requests.get(
+                self.url, timeout=self.timeout, headers={"Connection": "close"}, verify=self.verify)
         except requests.RequestException as error:
             self.failures.append(repr(error))
             return

@@ -1,0 +1,355 @@
+"""HTTPS checks every front door passes: the certificate from each source, the TLS policy, renewal, redirects.
+
+A scenario's ``test_tls.py`` imports these tests (``from tls_checks import *``) after its other
+test modules (file order) and provides the ``tls_site`` fixture, a :class:`TlsSite` that says
+where the site answers. The scenario converges with a certificate from Pebble (a local ACME CA
+on the container, started by ``resources/playbooks/pebble.yml``) and plain HTTP still serving
+the app. The last tests change the site's TLS settings with the shipped playbook, limited to
+the certificate's and the server's tags, as an operator changing only the certificate would.
+"""
+
+import datetime
+import json
+import os
+import socket
+import ssl
+import time
+import uuid
+from dataclasses import dataclass
+
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from flaskstack_checks import PROJECT_DIR, Poller, docker_gateway, run_playbook
+
+# The name Pebble validates (it resolves to the container itself there); every site answers it.
+SITE = "app.flaskstack.test"
+HSTS = "max-age=63072000"
+
+# The tests that rerun the playbook exercise the certificate sources and the redirect, whose logic
+# does not depend on the Debian release: `make test` runs them on Debian 13 only, `make test-all`
+# (FLASKSTACK_TEST_MATRIX=full) on both. The release's own pieces (nginx, Apache or HAProxy and
+# OpenSSL versions, certbot, Pebble) are checked on both by the converge and the tests before them.
+on_debian_13_in_the_default_matrix = pytest.mark.skipif(
+    os.environ.get("MOLECULE_DISTRO", "debian13") != "debian13" and os.environ.get("FLASKSTACK_TEST_MATRIX") != "full",
+    reason="release-independent; runs on Debian 13, and on every release with FLASKSTACK_TEST_MATRIX=full",
+)
+
+__all__ = [
+    "TlsSite",
+    "own_ca",
+    "test_acme_certificate_from_pebble_verifies_for_the_site",
+    "test_key_is_readable_by_root_only",
+    "test_renewal_timer_runs_with_the_acme_ca_bundle",
+    "test_tls_1_0_and_1_1_are_refused_1_2_and_1_3_accepted",
+    "test_http2_is_offered",
+    "test_whoami_over_https_reports_https_and_the_real_client",
+    "test_forced_renewal_reloads_the_server_with_no_failed_request",
+    "test_http_redirects_to_https_except_the_acme_challenge",
+    "test_certificate_from_files_is_served",
+    "test_key_that_does_not_match_is_refused_and_the_old_certificate_keeps_serving",
+    "test_self_signed_source_replaces_a_certificate_from_elsewhere",
+]
+
+
+@dataclass(frozen=True)
+class TlsSite:
+    """Where a scenario's site answers, for the HTTPS checks.
+
+    :param str container: the container's name.
+    :param int http_port: the front door's plain HTTP port on 127.0.0.1.
+    :param int https_port: its HTTPS port on 127.0.0.1.
+    :param str playbook: the topology's playbook file name in playbooks/.
+    :param str server_role: the front door's role, whose tag the certificate-only runs add.
+    :param str service: the server's systemd unit, whose main process a reload keeps.
+    :param str prefix: the app's URL prefix ("" for the site root).
+    :param str certificate: the certificate's name (tls_certificate_name).
+    :param int acme_standalone_port: the port of certbot's standalone server, where the front door
+        routes the ACME challenge; 0 when it serves certbot's webroot itself.
+    :param bool checks_files_source: whether to run the files source's tests here. They check the
+        tls_certificate role, the same before every server: one scenario runs them.
+    """
+
+    container: str
+    http_port: int
+    https_port: int
+    playbook: str
+    server_role: str
+    service: str
+    prefix: str = ""
+    certificate: str = "sample_app"
+    acme_standalone_port: int = 0
+    checks_files_source: bool = False
+
+    @property
+    def tls_dir(self):
+        """Directory of the certificate files the server reads (str)."""
+        return f"/etc/flaskstack/tls/{self.certificate}"
+
+    @property
+    def http(self):
+        """Plain HTTP base URL (str)."""
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def https(self):
+        """HTTPS base URL of the app, by a name the test side resolves; the certificate need not cover it (str)."""
+        return f"https://localhost:{self.https_port}{self.prefix}"
+
+    def run(self, *args):
+        """Run the topology's playbook on the certificate's and the server's tasks only."""
+        return run_playbook(
+            str(PROJECT_DIR / "playbooks" / self.playbook), *args, "--tags", f"tls_certificate,{self.server_role}")
+
+
+def handshake(port, server_name=SITE, cafile=None, version=None, alpn=None):
+    """Open one TLS connection to the front door and return what it negotiated.
+
+    :param int port: the HTTPS port on 127.0.0.1.
+    :param str server_name: SNI and, with ``cafile``, the name the certificate must match; None sends no SNI.
+    :param str cafile: PEM file of the CA to verify against; None accepts any certificate.
+    :param ssl.TLSVersion version: the only protocol version offered; None offers the client's defaults.
+    :param list alpn: ALPN protocols offered.
+    :returns: the server's certificate, the protocol version and the ALPN protocol.
+    :rtype: tuple(cryptography.x509.Certificate, str, str)
+    :raises ssl.SSLError: when the handshake or the verification fails.
+    """
+    context = ssl.create_default_context(cafile=cafile) if cafile else ssl._create_unverified_context()
+    if version:
+        context.minimum_version = context.maximum_version = version
+        # Let this client offer the old versions, so that only the server can refuse them.
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    if alpn:
+        context.set_alpn_protocols(alpn)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname=server_name) as tls:
+            der = tls.getpeercert(binary_form=True)
+            return x509.load_der_x509_certificate(der), tls.version(), tls.selected_alpn_protocol()
+
+
+def served_serial(port):
+    """Serial number (int) of the certificate served for the site on ``port``."""
+    return handshake(port)[0].serial_number
+
+
+def pebble_root(host, tmp_path):
+    """Write the root that Pebble issues from (new at each Pebble start) to a file; return its path."""
+    pem = host.check_output(
+        "python3 -c \"import ssl, urllib.request; print(urllib.request.urlopen('https://localhost:15000/roots/0',"
+        " context=ssl.create_default_context(cafile='/etc/pebble-test/api-ca.pem')).read().decode())\""
+    )
+    path = tmp_path / "pebble-root.pem"
+    path.write_text(pem + "\n", encoding="utf-8")
+    return str(path)
+
+
+def make_certificate(common_name, names, issuer_key=None, issuer_name=None, ca=False):
+    """Make an ECDSA P-256 key and a certificate valid for 30 days, as a user's files would hold.
+
+    :param str common_name: the subject's CN.
+    :param list names: DNS names of its subjectAltName (none when empty).
+    :param issuer_key: the issuer's private key; None signs with the new key (self-signed).
+    :param issuer_name: the issuer's x509.Name, with ``issuer_key``.
+    :param bool ca: whether it is a CA certificate.
+    :returns: (cryptography.x509.Certificate, private key).
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name or subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+    return builder.sign(issuer_key or key, hashes.SHA256()), key
+
+
+def pem(obj):
+    """PEM text (str) of a certificate or of a private key (PKCS#8, unencrypted)."""
+    if isinstance(obj, x509.Certificate):
+        return obj.public_bytes(serialization.Encoding.PEM).decode()
+    return obj.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+
+
+@pytest.fixture(scope="module")
+def own_ca(tmp_path_factory):
+    """A CA of the test's own, as a user's certificate files would come from: (cert, key, pem path)."""
+    cert, key = make_certificate("flaskstack test files CA", [], ca=True)
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    path.write_text(pem(cert), encoding="utf-8")
+    return cert, key, str(path)
+
+
+def run_with_files(tls_site, tmp_path, certificate_pem, key_pem):
+    """Run the playbook with the files source and the given PEM texts (from a file: no key on the command line)."""
+    extra = tmp_path / "tls-files.json"
+    extra.write_text(json.dumps({
+        "tls_certificate_source": "files",
+        "tls_certificate_content": certificate_pem,
+        "tls_certificate_key_content": key_pem,
+    }), encoding="utf-8")
+    # --diff and -v show what a task writes, unless no_log hides it.
+    return tls_site.run("-e", f"@{extra}", "--diff", "-v")
+
+
+def test_acme_certificate_from_pebble_verifies_for_the_site(host, tmp_path, tls_site):
+    certificate, _, _ = handshake(tls_site.https_port, cafile=pebble_root(host, tmp_path))
+    assert "Pebble Intermediate CA" in certificate.issuer.rfc4514_string()
+    assert certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
+        .get_values_for_type(x509.DNSName) == [SITE]
+    # The file the server reads is certbot's certificate, copied there by the deploy hook.
+    live = host.file(f"/etc/letsencrypt/live/{tls_site.certificate}/fullchain.pem")
+    assert host.file(f"{tls_site.tls_dir}/fullchain.pem").content_string == live.content_string
+
+
+def test_key_is_readable_by_root_only(host, tls_site):
+    directory = host.file(tls_site.tls_dir)
+    assert (directory.user, directory.group, directory.mode) == ("root", "root", 0o700)
+    key = host.file(f"{tls_site.tls_dir}/privkey.pem")
+    assert (key.user, key.group, key.mode) == ("root", "root", 0o600)
+    chain = host.file(f"{tls_site.tls_dir}/fullchain.pem")
+    assert (chain.user, chain.mode) == ("root", 0o644)
+    if tls_site.service == "haproxy":
+        combined = host.file(f"{tls_site.tls_dir}/combined.pem")
+        assert (combined.user, combined.group, combined.mode) == ("root", "root", 0o600)
+        assert combined.content_string == chain.content_string + key.content_string
+
+
+def test_renewal_timer_runs_with_the_acme_ca_bundle(host, tls_site):
+    assert host.service("certbot.timer").is_enabled and host.service("certbot.timer").is_running
+    environment = host.check_output("systemctl show -p Environment --value certbot.service")
+    assert "REQUESTS_CA_BUNDLE=/etc/pebble-test/api-ca.pem" in environment
+
+
+@pytest.mark.parametrize("server_name", [SITE, None], ids=["site", "no-sni"])
+def test_tls_1_0_and_1_1_are_refused_1_2_and_1_3_accepted(host, tls_site, server_name):
+    for old in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1):
+        with pytest.raises(ssl.SSLError) as refused:
+            handshake(tls_site.https_port, server_name, version=old)
+        # The server's alert, not this client's refusal to offer the version.
+        assert "ALERT_PROTOCOL_VERSION" in str(refused.value), refused.value
+    for current, name in ((ssl.TLSVersion.TLSv1_2, "TLSv1.2"), (ssl.TLSVersion.TLSv1_3, "TLSv1.3")):
+        assert handshake(tls_site.https_port, server_name, version=current)[1] == name
+
+
+def test_http2_is_offered(host, tls_site):
+    assert handshake(tls_site.https_port, alpn=["h2", "http/1.1"])[2] == "h2"
+
+
+def test_whoami_over_https_reports_https_and_the_real_client(host, tls_site):
+    response = requests.get(tls_site.https + "/whoami", timeout=5, verify=False)
+    body = response.json()
+    assert body["scheme"] == "https"
+    assert body["url_root"] == tls_site.https + "/"
+    assert body["remote_addr"] == docker_gateway(tls_site.container)
+    assert response.headers["Strict-Transport-Security"] == HSTS
+    # Never over plain HTTP (RFC 6797), which the scenario serves beside HTTPS until the redirect test.
+    assert "Strict-Transport-Security" not in requests.get(tls_site.http + tls_site.prefix + "/healthz", timeout=5).headers
+    # Static files carry it too.
+    assert requests.get(tls_site.https + "/static/style.css", timeout=5, verify=False) \
+        .headers["Strict-Transport-Security"] == HSTS
+
+
+def test_forced_renewal_reloads_the_server_with_no_failed_request(host, tls_site):
+    before = served_serial(tls_site.https_port)
+    main_pid = f"systemctl show -p MainPID --value {tls_site.service}"
+    server = host.check_output(main_pid)
+    # The renewal runs with the environment of certbot.service, as the timer would run it.
+    environment = host.check_output("systemctl show -p Environment --value certbot.service")
+    with Poller(tls_site.https + "/healthz", verify=False) as poller:
+        renewal = host.run(
+            f"env {environment} certbot renew --force-renewal --cert-name {tls_site.certificate} --no-random-sleep-on-renew")
+    assert renewal.rc == 0, renewal.stderr
+    # A reload returns once signalled; the server's new workers take over a moment later.
+    deadline = time.monotonic() + 10
+    while served_serial(tls_site.https_port) == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert served_serial(tls_site.https_port) != before, "the renewed certificate is served"
+    assert host.check_output(main_pid) == server, "a reload, not a restart"
+    assert poller.total > 20, "the poller must have run during the renewal"
+    assert poller.failures == [], f"{len(poller.failures)} of {poller.total} failed: {poller.failures[:5]}"
+    assert not host.file(f"{tls_site.tls_dir}/.fullchain.pem.previous").exists
+
+
+@on_debian_13_in_the_default_matrix
+def test_http_redirects_to_https_except_the_acme_challenge(host, tls_site):
+    redirect_on = f"{tls_site.server_role}_http_redirect=true"
+    run = tls_site.run("-e", redirect_on)
+    assert run.returncode == 0, run.stdout[-3000:]
+    response = requests.get(tls_site.http + "/some/page?q=1&r=2", timeout=5, allow_redirects=False)
+    assert response.status_code == 308
+    assert response.headers["Location"] == "https://127.0.0.1/some/page?q=1&r=2"
+    assert "Strict-Transport-Security" not in response.headers, "HSTS only over HTTPS"
+    token = uuid.uuid4().hex
+    if tls_site.acme_standalone_port:
+        # certbot's standalone server listens only while it runs: a stand-in on its port answers.
+        challenges = "/tmp/acme-stand-in/.well-known/acme-challenge"
+        host.check_output(
+            f"mkdir -p {challenges} && echo {token} > {challenges}/{token} && systemd-run --unit acme-stand-in"
+            f" python3 -m http.server --bind 127.0.0.1 --directory /tmp/acme-stand-in {tls_site.acme_standalone_port}")
+        time.sleep(1)
+    else:
+        challenges = "/var/lib/flaskstack/acme/.well-known/acme-challenge"
+        host.check_output(f"mkdir -p {challenges} && echo {token} > {challenges}/{token}")
+    try:
+        challenge = requests.get(f"{tls_site.http}/.well-known/acme-challenge/{token}", timeout=5, allow_redirects=False)
+    finally:
+        if tls_site.acme_standalone_port:
+            host.run("systemctl stop acme-stand-in")
+    assert (challenge.status_code, challenge.text.strip()) == (200, token)
+
+
+@on_debian_13_in_the_default_matrix
+def test_certificate_from_files_is_served(host, tmp_path, own_ca, tls_site):
+    if not tls_site.checks_files_source:
+        pytest.skip("the files source is checked in the nginx_gunicorn scenario")
+    ca_cert, ca_key, ca_path = own_ca
+    certificate, key = make_certificate(SITE, [SITE, "localhost"], ca_key, ca_cert.subject)
+    run = run_with_files(tls_site, tmp_path, pem(certificate), pem(key))
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert pem(key).split("\n")[1] not in run.stdout, "the key is never printed"
+    assert handshake(tls_site.https_port, cafile=ca_path)[0].serial_number == certificate.serial_number
+    response = requests.get(tls_site.https + "/healthz", timeout=5, verify=ca_path)
+    assert response.headers["Strict-Transport-Security"] == HSTS
+    key_file = host.file(f"{tls_site.tls_dir}/privkey.pem")
+    assert (key_file.user, key_file.mode) == ("root", 0o600)
+
+
+@on_debian_13_in_the_default_matrix
+def test_key_that_does_not_match_is_refused_and_the_old_certificate_keeps_serving(host, tmp_path, own_ca, tls_site):
+    if not tls_site.checks_files_source:
+        pytest.skip("the files source is checked in the nginx_gunicorn scenario")
+    ca_cert, ca_key, _ = own_ca
+    serving = served_serial(tls_site.https_port)
+    files = {name: host.file(f"{tls_site.tls_dir}/{name}").sha256sum for name in ("fullchain.pem", "privkey.pem")}
+    certificate, _ = make_certificate(SITE, [SITE], ca_key, ca_cert.subject)
+    _, other_key = make_certificate(SITE, [SITE])
+    run = run_with_files(tls_site, tmp_path, pem(certificate), pem(other_key))
+    assert run.returncode != 0
+    assert "the key does not match the certificate" in run.stdout
+    assert "tls_certificate_key_content" in run.stdout
+    assert " changed=0 " in run.stdout.replace("\n", " ")
+    assert {name: host.file(f"{tls_site.tls_dir}/{name}").sha256sum for name in files} == files
+    assert served_serial(tls_site.https_port) == serving
+
+
+@on_debian_13_in_the_default_matrix
+def test_self_signed_source_replaces_a_certificate_from_elsewhere(host, tls_site):
+    run = tls_site.run("-e", "tls_certificate_source=selfsigned")
+    assert run.returncode == 0, run.stdout[-3000:]
+    certificate = handshake(tls_site.https_port)[0]
+    assert certificate.issuer == certificate.subject
+    # certbot's lineage is gone: its timer would otherwise put the ACME certificate back.
+    assert not host.file(f"/etc/letsencrypt/renewal/{tls_site.certificate}.conf").exists
+    assert certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == SITE
+    # Not a certificate browsers trust: no HSTS by default.
+    assert "Strict-Transport-Security" not in requests.get(
+        tls_site.https + "/healthz", timeout=5, verify=False).headers
