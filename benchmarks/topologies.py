@@ -12,7 +12,8 @@ machines are noisy):
   ``playbooks/rollback.yml``, and a plain restart of the app server (the control that must
   show failures);
 * for every topology: wrk requests per second to /healthz through the front door (for
-  nginx_gunicorn, over HTTPS with a self-signed certificate as well as plain HTTP), and
+  nginx_gunicorn and apache_modwsgi, over HTTPS with a self-signed certificate as well as plain
+  HTTP; ``--part tls`` measures only that, for every front door, HAProxy included), and
   straight to its app server over HTTP on a loopback port where the app server is not the
   front door itself, both from inside its container; and each front door's rate against
   nginx_gunicorn's;
@@ -22,8 +23,8 @@ machines are noisy):
   seconds for a fresh converge and for a rolling ``deploy.yml`` of the three nodes, failed
   requests of a polling client during that deploy, during a deploy whose release fails on the
   second node (rolled back on every node), and during the same deploy without drain (the
-  control); wrk req/s through HAProxy over the three nodes against one node's nginx reached
-  directly, both from the load balancer's container.
+  control); wrk req/s through HAProxy over the three nodes, over plain HTTP and HTTPS, against
+  one node's nginx reached directly, all from the load balancer's container.
 
 Usage: ``make bench`` (or ``python benchmarks/topologies.py [--keep] [--wrk-seconds N]
 [--part single|cluster|tls]``).
@@ -111,7 +112,8 @@ TOPOLOGIES = [
     Topology("apache_modwsgi", 18093, "/hip", "if 'mod_wsgi.version' in request.environ: raise RuntimeError('broken')",
              ["systemctl", "restart", "apache2"], "",
              (("touch of the WSGI script", ["touch", f"/srv/{APP}/current/app/flaskstack_wsgi.py"]),
-              ("apache2ctl graceful", ["apache2ctl", "graceful"]))),
+              ("apache2ctl graceful", ["apache2ctl", "graceful"])),
+             tls_vars=(("tls_certificate_source", "selfsigned"), ("apache_modwsgi_http_redirect", "false"))),
 ]
 
 CLUSTER_LB = "flaskstack-bench-lb"
@@ -132,6 +134,8 @@ all:
       hosts:
         {CLUSTER_LB}:
           sandbox_http_port: 18094
+          tls_certificate_source: selfsigned
+          haproxy_http_redirect: false
     haproxy_cluster_nodes:
       hosts:
 {"".join(f"        {name}:{chr(10)}" for name in CLUSTER_NODES)}"""
@@ -189,6 +193,21 @@ def wrk_requests_per_second(host, url, seconds, connections, host_header=None):
     output = in_container(host, "wrk", "-t2", f"-c{connections}", f"-d{seconds}s", *header, url)
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     return rate, wrk_errors(output)
+
+
+def https_rows(label, host, path, seconds, connections, plain_rate):
+    """wrk over HTTPS to ``https://127.0.0.1<path>`` in ``host``, against the plain HTTP rate of the same run.
+
+    wrk keeps its connections alive: the handshakes are amortised, as for browsers.
+
+    :param float plain_rate: req/s measured over plain HTTP on the same path.
+    :returns: list of (label, value) rows: the HTTPS rate and the ratio HTTPS / plain HTTP.
+    """
+    secure, secure_errors = wrk_requests_per_second(host, f"https://127.0.0.1{path}", seconds, connections)
+    return [
+        (f"[{label}] wrk over HTTPS, keep-alive ({connections} conns)", f"{secure:.0f} req/s, errors: {secure_errors}"),
+        (f"[{label}] ratio HTTPS / plain HTTP", f"{secure / plain_rate:.2f}"),
+    ]
 
 
 def reloads_under_wrk(topology, command, seconds, connections, reloads=3):
@@ -284,14 +303,7 @@ def throughput(topology, seconds, connections):
     rows = [(f"[{topology.name}] wrk through the front door ({connections} conns)",
              f"{front:.0f} req/s, errors: {front_errors}")]
     if topology.tls_vars:
-        # wrk keeps its connections alive: the handshakes are amortised, as for browsers.
-        secure, secure_errors = wrk_requests_per_second(
-            topology.host, f"https://127.0.0.1{topology.prefix}/healthz", seconds, connections)
-        rows += [
-            (f"[{topology.name}] wrk over HTTPS, keep-alive ({connections} conns)",
-             f"{secure:.0f} req/s, errors: {secure_errors}"),
-            (f"[{topology.name}] ratio HTTPS / plain HTTP", f"{secure / front:.2f}"),
-        ]
+        rows += https_rows(topology.name, topology.host, f"{topology.prefix}/healthz", seconds, connections, front)
     for label, command in topology.reloads:
         rows.append((f"[{topology.name}] 3 x {label} under wrk",
                      reloads_under_wrk(topology, command, seconds, connections)))
@@ -341,30 +353,59 @@ def cluster_figures(workdir, options, results):
                 "-e", f"haproxy_cluster_drain={drain}", check=False))
             add(label, f"{took:.1f} s, exit {code}, {failures}")
 
-        in_container(CLUSTER_LB, "apt-get", "install", "-y", "-qq", "wrk")
-        through, through_errors = wrk_requests_per_second(CLUSTER_LB, "http://127.0.0.1/healthz", seconds, connections)
-        direct, direct_errors = wrk_requests_per_second(
-            CLUSTER_LB, f"http://{CLUSTER_NODES[0]}/healthz", seconds, connections, host_header="localhost")
-        add(f"wrk through HAProxy over 3 nodes ({connections} conns)", f"{through:.0f} req/s, errors: {through_errors}")
-        add("wrk straight to node1's nginx", f"{direct:.0f} req/s, errors: {direct_errors}")
-        add("ratio HAProxy over 3 nodes / 1 node direct", f"{through / direct:.2f}")
+        results += cluster_throughput(seconds, connections)
     finally:
         if not options.keep:
             playbook(inventory, "sandbox_down.yml", check=False)
 
 
+def cluster_throughput(seconds, connections):
+    """wrk from the load balancer's container: through HAProxy over HTTP and HTTPS, and to node1 directly.
+
+    :returns: list of (label, value) rows.
+    """
+    in_container(CLUSTER_LB, "apt-get", "install", "-y", "-qq", "wrk")
+    through, through_errors = wrk_requests_per_second(CLUSTER_LB, "http://127.0.0.1/healthz", seconds, connections)
+    direct, direct_errors = wrk_requests_per_second(
+        CLUSTER_LB, f"http://{CLUSTER_NODES[0]}/healthz", seconds, connections, host_header="localhost")
+    return [
+        (f"[haproxy_cluster] wrk through HAProxy over 3 nodes ({connections} conns)",
+         f"{through:.0f} req/s, errors: {through_errors}"),
+        *https_rows("haproxy_cluster", CLUSTER_LB, "/healthz", seconds, connections, through),
+        ("[haproxy_cluster] wrk straight to node1's nginx", f"{direct:.0f} req/s, errors: {direct_errors}"),
+        ("[haproxy_cluster] ratio HAProxy over 3 nodes / 1 node direct", f"{through / direct:.2f}"),
+    ]
+
+
 def tls_figures(workdir, options, results):
-    """nginx_gunicorn alone: wrk over plain HTTP and over HTTPS in one run; appends rows to ``results``."""
-    topology = TOPOLOGIES[0]
+    """Every front door over plain HTTP and over HTTPS in one run: appends (label, value) rows to ``results``.
+
+    nginx_gunicorn and apache_modwsgi in a container each, then the haproxy_cluster topology;
+    only their converge and wrk, none of the deploys.
+    """
+    seconds, connections = options.wrk_seconds, options.connections
     inventory = workdir / "hosts.yml"
     inventory.write_text(INVENTORY, encoding="utf-8")
+    cluster = workdir / "cluster.yml"
+    cluster.write_text(CLUSTER_INVENTORY, encoding="utf-8")
     try:
-        playbook(inventory, "sandbox_up.yml", "--limit", topology.host)
-        playbook(inventory, f"{topology.name}.yml", "--limit", topology.host)
-        results += throughput(topology, options.wrk_seconds, options.connections)[1]
+        for topology in (topology for topology in TOPOLOGIES if topology.tls_vars):
+            playbook(inventory, "sandbox_up.yml", "--limit", topology.host)
+            playbook(inventory, f"{topology.name}.yml", "--limit", topology.host)
+            in_container(topology.host, "apt-get", "install", "-y", "-qq", "wrk")
+            plain, plain_errors = wrk_requests_per_second(
+                topology.host, f"http://127.0.0.1{topology.prefix}/healthz", seconds, connections)
+            results.append((f"[{topology.name}] wrk through the front door ({connections} conns)",
+                            f"{plain:.0f} req/s, errors: {plain_errors}"))
+            results.extend(https_rows(
+                topology.name, topology.host, f"{topology.prefix}/healthz", seconds, connections, plain))
+        playbook(cluster, "sandbox_up.yml")
+        playbook(cluster, "haproxy_cluster.yml")
+        results.extend(cluster_throughput(seconds, connections))
     finally:
         if not options.keep:
-            playbook(inventory, "sandbox_down.yml", "--limit", topology.host)
+            playbook(inventory, "sandbox_down.yml", check=False)
+            playbook(cluster, "sandbox_down.yml", check=False)
 
 
 def single_server_figures(workdir, options, results):
