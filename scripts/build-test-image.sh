@@ -1,25 +1,32 @@
 #!/usr/bin/env bash
 # Build the systemd images the Molecule scenarios, the sandbox and the benchmark run on:
 # flaskstack/debian13-systemd (trixie, the current stable) and flaskstack/debian12-systemd
-# (bookworm). No container registry is reachable here, so each base comes from debootstrap,
-# with debootstrap's own default mirror (set DEBIAN_MIRROR to use yours).
+# (bookworm), and on each an SSH variant, flaskstack/<release>-ssh, for the real-servers test.
+# No container registry is reachable here, so each base comes from debootstrap, with
+# debootstrap's own default mirror (set DEBIAN_MIRROR to use yours).
 # Usage: build-test-image.sh [RELEASE...] (default: both). Re-uses an image built from the same
-# Dockerfile and CA bundle (a label records their digest); FLASKSTACK_REBUILD_IMAGE=1 forces a rebuild. With a registry of your own, skip this and
+# Dockerfiles and CA bundle (a label records their digest); FLASKSTACK_REBUILD_IMAGE=1 forces a rebuild. With a registry of your own, skip this and
 # point MOLECULE_IMAGE at a systemd image.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 scratch=()
 trap 'rm -rf "${scratch[@]}"' EXIT
-recipe="$(cat "$here/test-image/Dockerfile" /etc/ssl/certs/ca-certificates.crt | sha256sum | cut -c1-16)"
+recipe="$(cat "$here/test-image/Dockerfile" "$here/test-image/Dockerfile.ssh" /etc/ssl/certs/ca-certificates.crt \
+    | sha256sum | cut -c1-16)"
 declare -A codename=([debian13]=trixie [debian12]=bookworm)
 
+recipe_of() {
+    docker image inspect --format '{{ index .Config.Labels "flaskstack.recipe" }}' "$1" 2>/dev/null || true
+}
+
 build() {
-    local release="$1" image="flaskstack/$1-systemd:latest" base_image="flaskstack/$1-base:latest"
+    local release="$1" image="flaskstack/$1-systemd:latest" ssh_image="flaskstack/$1-ssh:latest"
+    local base_image="flaskstack/$1-base:latest"
     [ -n "${codename[$release]:-}" ] || { echo "unknown release $release (debian12 or debian13)" >&2; return 2; }
-    if [ "${FLASKSTACK_REBUILD_IMAGE:-0}" != 1 ] \
-        && [ "$(docker image inspect --format '{{ index .Config.Labels "flaskstack.recipe" }}' "$image" 2>/dev/null)" = "$recipe" ]; then
-        echo "image $image present"
+    if [ "${FLASKSTACK_REBUILD_IMAGE:-0}" != 1 ] && [ "$(recipe_of "$image")" = "$recipe" ] \
+        && [ "$(recipe_of "$ssh_image")" = "$recipe" ]; then
+        echo "images $image and $ssh_image present"
         return 0
     fi
     if ! docker image inspect "$base_image" >/dev/null 2>&1; then
@@ -43,8 +50,11 @@ build() {
     # Containers reach PyPI only when they trust the host's CA bundle. It goes
     # into the test image, never into the roles.
     cp /etc/ssl/certs/ca-certificates.crt "$context/host-ca-bundle.crt"
+    cp "$here/test-image/Dockerfile.ssh" "$context/"
     docker build -q -t "$image" --build-arg BASE_IMAGE="$base_image" --label flaskstack.recipe="$recipe" "$context" >/dev/null
-    echo "image $image built"
+    docker build -q -t "$ssh_image" -f "$context/Dockerfile.ssh" --build-arg BASE_IMAGE="$image" \
+        --label flaskstack.recipe="$recipe" "$context" >/dev/null
+    echo "images $image and $ssh_image built"
 }
 
 releases=("$@")
