@@ -100,8 +100,9 @@ def host_state(host):
                     "/etc/systemd/system -path '*/.uv-cache' -prune -o -printf '%p %l %s %T@\\n' 2>/dev/null | sort")
     servers = on_host(host, "systemctl", "show", "--property=Id,MainPID", "nginx.service", "apache2.service",
                       "haproxy.service", f"gunicorn-{APP}.service")
-    # Gunicorn's workers and mod_wsgi's daemon processes: a reload replaces them.
-    app_processes = run(["docker", "exec", host, "pgrep", "-u", APP], check_rc=False).stdout
+    # Gunicorn's workers and mod_wsgi's daemon processes, nginx's, Apache's and HAProxy's workers:
+    # a reload replaces them.
+    app_processes = run(["docker", "exec", host, "pgrep", "-u", f"{APP},www-data,haproxy"], check_rc=False).stdout
     return files.splitlines() + servers.split() + sorted(app_processes.split())
 
 
@@ -186,8 +187,8 @@ def field(request, tmp_path_factory):
                        MOLECULE_IMAGE=f"flaskstack/{RELEASE}-ssh:latest",
                        FLASKSTACK_FIELD_SANDBOX=str(sandbox_inventory))
     sandbox("sandbox_down.yml", sandbox_env)
-    sandbox("sandbox_up.yml", sandbox_env)
     try:
+        sandbox("sandbox_up.yml", sandbox_env)
         # The collection as users get it: built, then installed from the tarball into ~/.ansible.
         dist = home / "dist"
         run(["ansible-galaxy", "collection", "build", "--output-path", str(dist), str(ROOT)], env=field.env)
@@ -243,10 +244,14 @@ def test_first_deploy_serves(field):
     assert_serves("1")
 
 
-def test_rerun_changes_nothing_with_pipelining(field):
+def test_rerun_changes_nothing_with_pipelining_and_check_mode_agrees(field):
     _, recap = field.playbook("rerun", "site", env={"ANSIBLE_PIPELINING": "True"})
     for host, counts in recap.items():
         assert counts["changed"] == 0 and counts["failed"] == 0, (host, counts)
+    output, recap = field.playbook("check-current", "site", "--check", "--diff")
+    for host, counts in recap.items():
+        assert counts["changed"] == 0 and counts["failed"] == 0, (host, counts)
+    assert "would be built" not in output
 
 
 def test_check_mode_tells_the_truth(field):
@@ -256,19 +261,23 @@ def test_check_mode_tells_the_truth(field):
     for host, counts in recap.items():
         # Code only: the load balancer has nothing to change.
         assert (counts["changed"] > 0) == (host in APP_HOSTS) and counts["failed"] == 0, (host, counts)
-    announced = dict(re.findall(rf"Release ([0-9a-f]{{12}}) of {APP} would be built and made live on (\S+)", output))
-    assert set(announced.values()) == set(APP_HOSTS), output[-4000:]
+    announced = {host: release for release, host in re.findall(
+        rf"Release ([0-9a-f]{{12}}) of {APP} would be built and made live on (\S+)", output)}
+    assert set(announced) == set(APP_HOSTS), output[-4000:]
     for host in APP_HOSTS:
         live = on_host(host, "readlink", f"/srv/{APP}/current").strip()
-        assert Path(live).name not in announced, (host, live)
+        assert Path(live).name != announced[host], (host, live)
+        # The diff shows current moving to the release it names.
+        assert re.search(rf'^\+\s+"src": "/srv/{APP}/releases/{announced[host]}"$', output, re.MULTILINE), output[-4000:]
     for host in HOSTS:
         after = host_state(host)
         assert after == before[host], f"check mode changed {host}:\n" + "\n".join(
             difflib.unified_diff(before[host], after, lineterm=""))
-    # The diff shows current moving to the new release.
-    assert re.search(r'"?src"?: .*/releases/[0-9a-f]{12}', output), output[-4000:]
     assert_serves("1")
-    field.announced = {host: release for release, host in announced.items()}
+    field.announced = announced
+    # The rolling deploy cannot be predicted (HAProxy's runtime API has no dry run): it says so.
+    output, _ = field.playbook("check-rolling", "deploy", "--check", succeeds=False, hosts=["flaskstack-field-lb"])
+    assert "deploy.yml cannot run in check mode" in output, output[-3000:]
 
 
 def test_code_only_redeploy_makes_the_announced_release_live(field):
@@ -295,7 +304,8 @@ def test_converge_fails_with_haproxys_view_when_its_check_cannot_pass(field):
     # nginx on the node closes requests for a name it does not serve: HAProxy's check fails there,
     # while the node's own gate (with the app's name) passes.
     output, recap = field.playbook("unroutable", "haproxy_cluster", "-e", "haproxy_health_host=unknown.invalid",
-                                   "-e", "haproxy_drain_timeout=10", succeeds=False)
+                                   "-e", "haproxy_drain_timeout=10", succeeds=False,
+                                   hosts=["flaskstack-field-lb", "flaskstack-field-node1"])
     assert recap["flaskstack-field-lb"]["failed"] == 1, recap
     assert "HAProxy does not send requests to every app server of backend app after 10 s" in output, output[-3000:]
     view = re.search(r"flaskstack-field-node1: (\S+ ?\S*) \(last check (\S+)", output)
