@@ -222,6 +222,9 @@ def field(request, tmp_path_factory):
             f"    flask_app_source_path: {field.app}\n"
             f"    flask_app_wsgi_app: '{APP}:app'\n"
             "    flask_app_server_names: [localhost]\n"
+            # A release-phase command as the app user (like flask db upgrade), and a secret.
+            f"    flask_app_pre_activate_commands: ['flask --app {APP}:app routes']\n"
+            "    flask_app_secret_environment: {FLASK_SECRET_KEY: field-test-only}\n"
             "  children:\n"
             + "".join(f"    {spec['group']}:\n      hosts:\n        {host}: {{{connection_vars(spec)}}}\n"
                       for host, spec in HOSTS.items())
@@ -233,9 +236,10 @@ def field(request, tmp_path_factory):
 
 
 def test_first_deploy_serves(field):
-    _, recap = field.playbook("deploy", "site")
+    output, recap = field.playbook("deploy", "site")
     for host, counts in recap.items():
         assert counts["changed"] > 0 and counts["failed"] == 0, (host, counts)
+    assert "field-test-only" not in output
     if field.connection == "ssh":
         # The hosts really are reached as admin, whose home the app user cannot enter.
         for host in HOSTS:
