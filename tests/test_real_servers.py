@@ -13,9 +13,11 @@ login page. One host runs ``nginx_gunicorn``, one ``apache_modwsgi``, and two mo
 ``flaskstack.deploy.site`` with the app's settings left at their defaults: the health gate and
 HAProxy's check both get the redirect of ``/``.
 
-The steps build on each other, in this order: deploy; re-run (``changed=0``, with pipelining
-turned on, the other supported setting); ``--check --diff`` with a new version of the app (it
-names the release it would build and changes nothing on the hosts); the code-only redeploy,
+The steps build on each other, in this order: deploy (with a release-phase command and a
+secret that must not be printed); re-run (``changed=0``, with pipelining turned on, the other
+supported setting), and ``--check`` on the up-to-date hosts (``changed=0``); ``--check --diff``
+with a new version of the app (it names the release it would build and changes nothing on the
+hosts; ``deploy.yml`` refuses check mode); the code-only redeploy,
 with ``flaskstack.deploy.deploy`` (the rolling deploy) for the cluster (the release check mode
 named goes live); ``flaskstack.deploy.rollback``; and a converge whose
 HAProxy check cannot pass, which must fail with HAProxy's view of the node.
