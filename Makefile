@@ -12,8 +12,9 @@ SANDBOX := -i inventories/sandbox
 help:
 	@echo "make demo       deploy nginx_gunicorn to a local container and print its URL"
 	@echo "make demo-down  remove the demo containers"
-	@echo "make test       lint, unit tests, every Molecule scenario on Debian 13; nginx_gunicorn and apache_modwsgi on 12 too"
-	@echo "make test-all   the same with every scenario on Debian 12 and 13"
+	@echo "make test       lint, unit tests, the SSH deploy test and every Molecule scenario on Debian 13;"
+	@echo "                nginx_gunicorn and apache_modwsgi on 12 too"
+	@echo "make test-all   the same with every scenario and the SSH deploy test on Debian 12 and 13"
 	@echo "make bench      converge/redeploy timings and wrk req/s (benchmarks/)"
 
 $(VENV)/.installed: requirements-dev.txt sample_app/pyproject.toml

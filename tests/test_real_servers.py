@@ -24,7 +24,8 @@ HAProxy check cannot pass, which must fail with HAProxy's view of the node.
 
 ``FLASKSTACK_FIELD_CONNECTIONS=ssh,docker`` runs the same steps a second time over
 ``docker exec`` as root (the connection of the Molecule scenarios), to compare their timings;
-``make test`` runs ``ssh``. ``MOLECULE_DISTRO`` picks the release (debian13 by default).
+``make test`` runs ``ssh``, on Debian 13 (``make test-all``: 13 and 12; ``MOLECULE_DISTRO``
+picks one).
 """
 
 import difflib
@@ -38,7 +39,9 @@ import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-RELEASE = os.environ.get("MOLECULE_DISTRO", "debian13")
+# Debian 13 in `make test`; 13 and 12 in `make test-all`; MOLECULE_DISTRO picks one.
+RELEASES = ([os.environ["MOLECULE_DISTRO"]] if os.environ.get("MOLECULE_DISTRO")
+            else ["debian13", "debian12"] if os.environ.get("FLASKSTACK_TEST_MATRIX") == "full" else ["debian13"])
 CONNECTIONS = os.environ.get("FLASKSTACK_FIELD_CONNECTIONS", "ssh").split(",")
 APP = "fieldapp"
 # Each host: its group, the published ports of its front door (None: reached through the load
@@ -111,8 +114,9 @@ def host_state(host):
 class Field:
     """The hosts, the controller's home and the way to run the installed collection against them."""
 
-    def __init__(self, connection, home):
+    def __init__(self, connection, release, home):
         self.connection = connection
+        self.label = f"{connection} {release}"
         self.home = home
         self.workdir = home / "empty"
         self.app = home / "src" / APP
@@ -132,10 +136,10 @@ class Field:
             cwd=self.workdir, env=dict(self.env, **(env or {})), text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False, timeout=20 * 60,
         )
-        TIMINGS[(self.connection, step)] = time.monotonic() - started
-        print(f"field timing: {self.connection} {step} {TIMINGS[(self.connection, step)]:.1f} s")
+        TIMINGS[(self.label, step)] = time.monotonic() - started
+        print(f"field timing: {self.label} {step} {TIMINGS[(self.label, step)]:.1f} s")
         (self.home / f"{step}.log").write_text(result.stdout, encoding="utf-8")
-        assert (result.returncode == 0) == succeeds, f"{step} over {self.connection}:\n{result.stdout[-8000:]}"
+        assert (result.returncode == 0) == succeeds, f"{step}, {self.label}:\n{result.stdout[-8000:]}"
         recap = {host: dict(zip(("ok", "changed", "unreachable", "failed"), map(int, counts)))
                  for host, *counts in RECAP.findall(result.stdout)}
         assert set(recap) == set(hosts), result.stdout[-3000:]
@@ -168,12 +172,13 @@ def sandbox(playbook, env):
         cwd=ROOT, env=env)
 
 
-@pytest.fixture(scope="module", params=CONNECTIONS)
+@pytest.fixture(scope="module", params=[(connection, release) for release in RELEASES for connection in CONNECTIONS],
+                ids="-".join)
 def field(request, tmp_path_factory):
-    """Hosts deployed to by the installed collection over ``request.param`` (ssh or docker)."""
-    connection = request.param
-    home = tmp_path_factory.mktemp(f"field-{connection}")
-    field = Field(connection, home)
+    """Hosts of ``release`` deployed to by the installed collection over ``connection`` (ssh or docker)."""
+    connection, release = request.param
+    home = tmp_path_factory.mktemp(f"field-{connection}-{release}")
+    field = Field(connection, release, home)
     field.workdir.mkdir()
     field.app.parent.mkdir(parents=True)
     write_app(field.app, "1")
@@ -186,7 +191,7 @@ def field(request, tmp_path_factory):
                   + (f"      sandbox_network: {CLUSTER}\n" if spec["group"].startswith("haproxy_cluster") else "")
                   for host, spec in HOSTS.items()), encoding="utf-8")
     sandbox_env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-                       MOLECULE_IMAGE=f"flaskstack/{RELEASE}-ssh:latest",
+                       MOLECULE_IMAGE=f"flaskstack/{release}-ssh:latest",
                        FLASKSTACK_FIELD_SANDBOX=str(sandbox_inventory))
     sandbox("sandbox_down.yml", sandbox_env)
     try:
@@ -321,5 +326,5 @@ def test_converge_fails_with_haproxys_view_when_its_check_cannot_pass(field):
 
 def teardown_module():
     """Print each step's seconds per connection (pytest -rA shows it)."""
-    for (connection, step), seconds in sorted(TIMINGS.items()):
-        print(f"field timing: {connection:6} {step:9} {seconds:6.1f} s")
+    for (label, step), seconds in sorted(TIMINGS.items()):
+        print(f"field timing: {label:15} {step:13} {seconds:6.1f} s")
