@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 SANDBOX := -i inventories/sandbox
 
-.PHONY: help setup venv docker image lint unit test test-all demo demo-down bench clean
+.PHONY: help setup venv docker image ssh-client lint unit test test-all demo demo-down bench clean
 
 help:
 	@echo "make demo       deploy nginx_gunicorn to a local container and print its URL"
@@ -31,7 +31,12 @@ docker:
 image: docker
 	bash scripts/build-test-image.sh
 
-setup: venv image
+# The real-servers test reaches its hosts with the SSH client (ssh, ssh-keygen, ssh-keyscan).
+ssh-client:
+	command -v ssh-keyscan >/dev/null 2>&1 || { apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client >/dev/null; }
+
+setup: venv image ssh-client
 
 lint: venv
 	yamllint -s .
