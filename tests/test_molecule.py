@@ -10,6 +10,8 @@ create, converge, idempotence, verify and destroy; the full log goes to
 
 import os
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,27 @@ def matrix():
     ]
 
 
+def run_timestamped(command, env, output, timeout=40 * 60):
+    """Run command in the checkout, each line of its output prefixed by the seconds since its start.
+
+    :param list command: the command and its arguments.
+    :param dict env: its environment.
+    :param output: a text file to write the stamped lines to.
+    :param int timeout: seconds before the command is killed (the test then fails).
+    :returns int: the command's exit status.
+    """
+    start = time.monotonic()
+    with subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+    ) as process:
+        watchdog = threading.Timer(timeout, process.kill)
+        watchdog.start()
+        for line in process.stdout:
+            output.write(f"{time.monotonic() - start:8.1f} {line}")
+        watchdog.cancel()
+        return process.wait()
+
+
 @pytest.mark.parametrize(("scenario", "release"), matrix())
 def test_molecule_scenario(scenario, release):
     log = ROOT / ".ansible" / f"molecule-{scenario}-{release}.log"
@@ -40,9 +63,6 @@ def test_molecule_scenario(scenario, release):
     env = dict(os.environ, MOLECULE_DISTRO=release)
     env.pop("MOLECULE_IMAGE", None)
     with log.open("w", encoding="utf-8") as output:
-        run = subprocess.run(
-            ["molecule", "test", "-s", scenario], cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
-            timeout=40 * 60, check=False,
-        )
+        returncode = run_timestamped(["molecule", "test", "-s", scenario], env, output)
     tail = "".join(log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-150:])
-    assert run.returncode == 0, f"molecule test -s {scenario} on {release} failed; end of {log}:\n{tail}"
+    assert returncode == 0, f"molecule test -s {scenario} on {release} failed; end of {log}:\n{tail}"
