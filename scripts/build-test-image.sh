@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build the systemd images the Molecule scenarios, the sandbox and the benchmark run on:
 # flaskstack/debian13-systemd (trixie, the current stable) and flaskstack/debian12-systemd
-# (bookworm), and on each an SSH variant, flaskstack/<release>-ssh, for the real-servers test.
+# (bookworm), and on each an SSH variant, flaskstack/<release>-ssh, for the real-servers test,
+# and a stack variant, flaskstack/<release>-stack, with the stacks' Debian packages and uv
+# installed (Dockerfile.stack), where most Molecule scenarios run.
 # No container registry is reachable here, so each base comes from debootstrap, with
 # debootstrap's own default mirror (set DEBIAN_MIRROR to use yours).
 # Usage: build-test-image.sh [RELEASE...] (default: both). Re-uses an image built from the same
@@ -12,8 +14,10 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 scratch=()
 trap 'rm -rf "${scratch[@]}"' EXIT
-recipe="$(cat "$here/test-image/Dockerfile" "$here/test-image/Dockerfile.ssh" /etc/ssl/certs/ca-certificates.crt \
-    | sha256sum | cut -c1-16)"
+# The uv that flask_app installs goes into the stack image, where flask_app looks for it.
+uv_package="$(sed -n 's/^flask_app_uv_package: *//p' "$here/../roles/flask_app/defaults/main.yml")"
+recipe="$( (cat "$here/test-image/Dockerfile" "$here/test-image/Dockerfile.ssh" "$here/test-image/Dockerfile.stack" \
+    /etc/ssl/certs/ca-certificates.crt; echo "$uv_package") | sha256sum | cut -c1-16)"
 declare -A codename=([debian13]=trixie [debian12]=bookworm)
 
 recipe_of() {
@@ -22,11 +26,11 @@ recipe_of() {
 
 build() {
     local release="$1" image="flaskstack/$1-systemd:latest" ssh_image="flaskstack/$1-ssh:latest"
-    local base_image="flaskstack/$1-base:latest"
+    local stack_image="flaskstack/$1-stack:latest" base_image="flaskstack/$1-base:latest"
     [ -n "${codename[$release]:-}" ] || { echo "unknown release $release (debian12 or debian13)" >&2; return 2; }
     if [ "${FLASKSTACK_REBUILD_IMAGE:-0}" != 1 ] && [ "$(recipe_of "$image")" = "$recipe" ] \
-        && [ "$(recipe_of "$ssh_image")" = "$recipe" ]; then
-        echo "images $image and $ssh_image present"
+        && [ "$(recipe_of "$ssh_image")" = "$recipe" ] && [ "$(recipe_of "$stack_image")" = "$recipe" ]; then
+        echo "images $image, $ssh_image and $stack_image present"
         return 0
     fi
     if ! docker image inspect "$base_image" >/dev/null 2>&1; then
@@ -50,11 +54,13 @@ build() {
     # Containers reach PyPI only when they trust the host's CA bundle. It goes
     # into the test image, never into the roles.
     cp /etc/ssl/certs/ca-certificates.crt "$context/host-ca-bundle.crt"
-    cp "$here/test-image/Dockerfile.ssh" "$context/"
+    cp "$here/test-image/Dockerfile.ssh" "$here/test-image/Dockerfile.stack" "$context/"
     docker build -q -t "$image" --build-arg BASE_IMAGE="$base_image" --label flaskstack.recipe="$recipe" "$context" >/dev/null
     docker build -q -t "$ssh_image" -f "$context/Dockerfile.ssh" --build-arg BASE_IMAGE="$image" \
         --label flaskstack.recipe="$recipe" "$context" >/dev/null
-    echo "images $image and $ssh_image built"
+    docker build -q -t "$stack_image" -f "$context/Dockerfile.stack" --build-arg BASE_IMAGE="$image" \
+        --build-arg UV_PACKAGE="$uv_package" --label flaskstack.recipe="$recipe" "$context" >/dev/null
+    echo "images $image, $ssh_image and $stack_image built"
 }
 
 releases=("$@")
