@@ -45,11 +45,17 @@ lint: venv
 unit: venv
 	pytest -q sample_app/tests tests/test_roles.py
 
+# Two workers: a scenario mostly waits on one container, so two share the machine's two cores.
+# Each Molecule scenario and the real-servers test is a group that one worker runs whole; the
+# longest go first (tests/conftest.py orders them).
+PYTEST_WORKERS := -n 2 --dist loadgroup --no-loadscope-reorder
+TESTS := tests sample_app/tests
+
 test: setup
-	pytest -v -rA tests sample_app/tests
+	pytest $(PYTEST_WORKERS) -v -rA $(TESTS)
 
 test-all: setup
-	FLASKSTACK_TEST_MATRIX=full pytest -v -rA tests sample_app/tests
+	FLASKSTACK_TEST_MATRIX=full pytest $(PYTEST_WORKERS) -v -rA $(TESTS)
 
 demo: setup
 	ansible-playbook $(SANDBOX) playbooks/sandbox_up.yml

@@ -33,6 +33,7 @@ the Debian release (debian13 by default).
 """
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -147,17 +148,20 @@ INVENTORY = "---\nall:\n  vars:\n    ansible_connection: community.docker.docker
         for topology in TOPOLOGIES)
 
 
-def playbook(inventory, name, *args, check=True):
+def playbook(inventory, name, *args, check=True, profile=False):
     """Run one of playbooks/ against the bench inventory.
 
     :param bool check: raise when the playbook fails.
+    :param bool profile: time every task (Ansible's profile_tasks callback; its table ends the output).
     :returns: (seconds taken as float, the run's combined output as str, its exit code as int).
     :raises RuntimeError: when the playbook fails and ``check`` is true.
     """
+    env = dict(os.environ, ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks", PROFILE_TASKS_TASK_OUTPUT_LIMIT="all") \
+        if profile else None
     started = time.monotonic()
     run = subprocess.run(
         ["ansible-playbook", "-i", str(inventory), str(ROOT / "playbooks" / name), *args],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False, env=env,
     )
     seconds = time.monotonic() - started
     if check and run.returncode != 0:
@@ -168,6 +172,25 @@ def playbook(inventory, name, *args, check=True):
 def changed_count(output):
     """Sum of changed= over the PLAY RECAP lines of a playbook run (int)."""
     return sum(int(count) for count in re.findall(r"changed=(\d+)", output))
+
+
+def task_count(output):
+    """Tasks a playbook run went through, over every host of its PLAY RECAP: (run, skipped) as ints.
+
+    A task counts once per host: ``ok`` (which includes ``changed``), ``failed`` and ``rescued``
+    ones ran on the host or the controller; ``skipped`` ones cost only their condition.
+    """
+    counts = {key: 0 for key in ("ok", "failed", "skipped")}
+    for key, value in re.findall(r"\b(ok|failed|skipped)=(\d+)", output):
+        counts[key] += int(value)
+    return counts["ok"] + counts["failed"], counts["skipped"]
+
+
+def slowest_tasks(output):
+    """The profile_tasks table at the end of a profiled run (str; empty when the run was not profiled)."""
+    lines = output.splitlines()
+    rows = [line for line in lines if re.search(r" -{3,} +[\d.]+s$", line)]
+    return "\n".join("    " + re.sub(r" -{3,} +", "  ", row) for row in rows)
 
 
 def in_container(host, *command, check=True):
@@ -237,23 +260,26 @@ def polled(front_door, action):
     return result, f"{len(poller.failures)} failed of {poller.total}"
 
 
-def installer_timings(inventory, workdir, installer):
+def installer_timings(inventory, workdir, installer, profile=False):
     """Fresh converge, idempotent re-run and code-only redeploy of nginx_gunicorn with one installer.
 
-    :returns: list of (label, value) rows.
+    :param bool profile: print each run's slowest tasks to stderr.
+    :returns: list of (label, value) rows: seconds and the tasks the run went through.
     """
     option = ["-e", f"flask_app_installer={installer}", "--limit", TOPOLOGIES[0].host]
     playbook(inventory, "sandbox_down.yml", "--limit", TOPOLOGIES[0].host)
     playbook(inventory, "sandbox_up.yml", "--limit", TOPOLOGIES[0].host)
-    fresh, _, _ = playbook(inventory, "nginx_gunicorn.yml", *option)
-    idempotent, output, _ = playbook(inventory, "nginx_gunicorn.yml", *option)
     source = copy_sample_app(workdir / f"app-{installer}", "1.0.1")
-    redeploy, _, _ = playbook(inventory, "nginx_gunicorn.yml", *option, "-e", f"flask_app_source_path={source}")
-    return [
-        (f"[{installer}] fresh converge", f"{fresh:.1f} s"),
-        (f"[{installer}] idempotent re-run", f"{idempotent:.1f} s (changed={changed_count(output)})"),
-        (f"[{installer}] code-only redeploy", f"{redeploy:.1f} s"),
-    ]
+    rows = []
+    for label, extra in (("fresh converge", []), ("idempotent re-run", []),
+                         ("code-only redeploy", ["-e", f"flask_app_source_path={source}"])):
+        seconds, output, _ = playbook(inventory, "nginx_gunicorn.yml", *option, *extra, profile=profile)
+        ran, skipped = task_count(output)
+        rows.append((f"[{installer}] {label}",
+                     f"{seconds:.1f} s, {ran} tasks run + {skipped} skipped, changed={changed_count(output)}"))
+        if profile:
+            print(f"[{installer}] {label}: slowest tasks\n{slowest_tasks(output)}", file=sys.stderr, flush=True)
+    return rows
 
 
 def deploy_figures(inventory, workdir, topology):
@@ -408,6 +434,20 @@ def tls_figures(workdir, options, results):
             playbook(cluster, "sandbox_down.yml", check=False)
 
 
+def deploy_timings(workdir, options, results):
+    """nginx_gunicorn's fresh converge, idempotent re-run and code-only redeploy with uv, the default installer.
+
+    Appends (label, value) rows to ``results``.
+    """
+    inventory = workdir / "hosts.yml"
+    inventory.write_text(INVENTORY, encoding="utf-8")
+    try:
+        results += installer_timings(inventory, workdir, "uv", profile=options.profile)
+    finally:
+        if not options.keep:
+            playbook(inventory, "sandbox_down.yml", "--limit", TOPOLOGIES[0].host, check=False)
+
+
 def single_server_figures(workdir, options, results):
     """The single-server topologies, one container each: appends (label, value) rows to ``results``.
 
@@ -443,9 +483,11 @@ def main():
     parser.add_argument("--keep", action="store_true", help="leave the containers running")
     parser.add_argument("--wrk-seconds", type=int, default=10, help="duration of each wrk run")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
-    parser.add_argument("--part", choices=("all", "single", "cluster", "tls"), default="all",
-                        help="the single-server topologies, the haproxy_cluster topology, both, or only"
-                             " nginx_gunicorn's HTTP and HTTPS throughput")
+    parser.add_argument("--part", choices=("all", "single", "cluster", "tls", "deploy"), default="all",
+                        help="the single-server topologies, the haproxy_cluster topology, both, only"
+                             " nginx_gunicorn's HTTP and HTTPS throughput, or only its deploy timings")
+    parser.add_argument("--profile", action="store_true",
+                        help="with the deploy timings, print each run's slowest tasks (to stderr)")
     options = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="flaskstack-bench-"))
@@ -457,6 +499,8 @@ def main():
             cluster_figures(workdir, options, results)
         if options.part == "tls":
             tls_figures(workdir, options, results)
+        if options.part == "deploy":
+            deploy_timings(workdir, options, results)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         width = max((len(name) for name, _ in results), default=0)

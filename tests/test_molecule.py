@@ -5,7 +5,12 @@
 between the releases); ``make test-all``
 (``FLASKSTACK_TEST_MATRIX=full``) runs every scenario on both. ``molecule test`` runs destroy,
 create, converge, idempotence, verify and destroy; the full log goes to
-.ansible/molecule-<scenario>-<release>.log and its end into the failure message.
+.ansible/molecule-<scenario>-<release>.log, each line stamped with the seconds since the start
+(``benchmarks/profile_tests.py`` makes a table of it), and its end into the failure message.
+
+Most runs start from the stack image (``flaskstack/<release>-stack``: the stacks' Debian packages
+and uv already installed, so the roles' install tasks find them); the runs in BARE_IMAGE_RUNS
+start from the bare systemd image and prove that the roles install everything themselves.
 """
 
 import os
@@ -24,14 +29,27 @@ RELEASES = ["debian13", "debian12"]
 # haproxy_cluster (HAProxy 2.6 against 3.0) takes 10 minutes a release: it runs on Debian 12 in
 # `make test-all` only, to keep `make test` within CI's hour.
 BOTH_RELEASES = {"nginx_gunicorn", "apache_modwsgi"}
+# On the bare image, each release: nginx_gunicorn installs nginx, certbot, git, Pebble's package
+# and uv; uwsgi_supervisord is the only one with supervisor. tests/test_real_servers.py installs
+# nginx, Apache with mod_wsgi and HAProxy on the bare image too (its SSH variant).
+BARE_IMAGE_RUNS = {("nginx_gunicorn", "debian13"), ("nginx_gunicorn", "debian12"), ("uwsgi_supervisord", "debian13")}
 
 
 def matrix():
-    """The (scenario, release) pairs to run: all of them with FLASKSTACK_TEST_MATRIX=full."""
+    """The (scenario, release) pairs to run: all of them with FLASKSTACK_TEST_MATRIX=full.
+
+    ``make test`` runs them on two pytest-xdist workers (``--dist loadgroup``). Each scenario is an
+    xdist group: its runs on both releases go to one worker, one after the other, because they use
+    the same container names and ports. tests/conftest.py puts the longest groups first.
+    """
     full = os.environ.get("FLASKSTACK_TEST_MATRIX") == "full"
-    return [
+    pairs = [
         (scenario, release) for scenario in SCENARIOS for release in RELEASES
         if full or release == RELEASES[0] or scenario in BOTH_RELEASES
+    ]
+    return [
+        pytest.param(scenario, release, marks=pytest.mark.xdist_group(scenario), id=f"{scenario}-{release}")
+        for scenario, release in pairs
     ]
 
 
@@ -60,7 +78,8 @@ def run_timestamped(command, env, output, timeout=40 * 60):
 def test_molecule_scenario(scenario, release):
     log = ROOT / ".ansible" / f"molecule-{scenario}-{release}.log"
     log.parent.mkdir(exist_ok=True)
-    env = dict(os.environ, MOLECULE_DISTRO=release)
+    variant = "systemd" if (scenario, release) in BARE_IMAGE_RUNS else "stack"
+    env = dict(os.environ, MOLECULE_DISTRO=release, FLASKSTACK_IMAGE_VARIANT=variant)
     env.pop("MOLECULE_IMAGE", None)
     with log.open("w", encoding="utf-8") as output:
         returncode = run_timestamped(["molecule", "test", "-s", scenario], env, output)

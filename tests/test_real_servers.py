@@ -76,6 +76,8 @@ def index():
 def login():
     return f"fieldapp {{VERSION}} login, cwd {{os.getcwd()}}"
 '''
+# One xdist worker runs every step: they share the hosts of the module's fixture.
+pytestmark = pytest.mark.xdist_group("real_servers")
 RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 TIMINGS = {}
 

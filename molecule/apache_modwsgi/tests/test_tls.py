@@ -14,4 +14,5 @@ def tls_site():
     return TlsSite(
         container="flaskstack-apache-modwsgi", http_port=18083, https_port=18483,
         playbook="apache_modwsgi.yml", server_role="apache_modwsgi", service="apache2", prefix="/hip",
+        modwsgi_error_log="/var/log/apache2/sample_app.error.log",
     )

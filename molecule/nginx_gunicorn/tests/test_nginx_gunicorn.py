@@ -1,7 +1,8 @@
 """nginx -> Gunicorn -> sample app, checked through the front door and on the host.
 
 Every test takes the host fixture so that pytest keeps them in file order: the tests at
-the end redeploy and restart the app.
+the end redeploy and restart the app. Tests that check parts of one deploy share it through a
+module fixture (``redeploy``), so the playbook runs once for all of them.
 """
 
 import json
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import uuid
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -240,16 +242,38 @@ def test_release_that_fails_behind_the_app_server_is_rolled_back(host, tmp_path)
     assert not host.file(f"/srv/{APP}/previous").exists, "a failed release never becomes the rollback target"
 
 
-def test_redeploy_from_installed_collection_has_no_failed_request(host, tmp_path):
-    collections = install_built_collection(tmp_path)
-    new_source = copy_sample_app(tmp_path / "app", "1.0.1")
+@pytest.fixture(scope="module")
+def redeploy(host, tmp_path_factory):
+    """One code-only redeploy to 1.0.1 that the next tests check, each its own part of it.
+
+    From the collection built and installed as a user would (no ansible.cfg), under a polling
+    client, with a pre-activation command, a changed stylesheet, and a rotated secret with
+    ``--diff -v``. Before it: the stylesheet's validators, and the answer to them (304).
+    """
+    workdir = tmp_path_factory.mktemp("redeploy")
+    stylesheet_url = FRONT_DOOR + "/static/style.css"
+    first = requests.get(stylesheet_url, timeout=5)
+    validators = {"If-None-Match": first.headers["ETag"], "If-Modified-Since": first.headers["Last-Modified"]}
+    revalidated_before = requests.get(stylesheet_url, headers=validators, timeout=5).status_code
+    collections = install_built_collection(workdir)
+    source = copy_sample_app(workdir / "app", "1.0.1")
+    stylesheet = source / "src" / APP / "static" / "style.css"
+    stylesheet.write_text(stylesheet.read_text(encoding="utf-8") + "\n/* release 1.0.1 */\n", encoding="utf-8")
+    secret = f"rotated-{uuid.uuid4().hex}"
     with Poller(FRONT_DOOR + "/healthz") as poller:
         run = run_playbook(
-            "flaskstack.deploy.nginx_gunicorn", "-e", f"flask_app_source_path={new_source}",
-            "-e", json.dumps({"flask_app_pre_activate_commands": ["touch instance/activated-1.0.1"]}),
-            cwd=tmp_path,
+            "flaskstack.deploy.nginx_gunicorn", "-e", f"flask_app_source_path={source}", "--diff", "-v",
+            "-e", json.dumps({"flask_app_pre_activate_commands": ["touch instance/activated-1.0.1"],
+                              "flask_app_secret_environment": {"FLASK_SECRET_KEY": secret}}),
+            cwd=workdir,
             env_overrides={"ANSIBLE_COLLECTIONS_PATH": str(collections), "ANSIBLE_ROLES_PATH": None},
         )
+    return SimpleNamespace(run=run, poller=poller, stylesheet_url=stylesheet_url, validators=validators,
+                           revalidated_before=revalidated_before, secret=secret)
+
+
+def test_redeploy_from_installed_collection_has_no_failed_request(host, redeploy):
+    run, poller = redeploy.run, redeploy.poller
     assert run.returncode == 0, run.stdout[-3000:]
     assert poller.total > 50, "the poller must have run during the deploy"
     assert poller.failures == [], f"{len(poller.failures)} of {poller.total} failed: {poller.failures[:5]}"
@@ -259,6 +283,20 @@ def test_redeploy_from_installed_collection_has_no_failed_request(host, tmp_path
     # The pre-activation command ran as the app user, in the release, writing to shared data.
     marker = host.file(f"/srv/{APP}/shared/instance/activated-1.0.1")
     assert marker.exists and marker.user == APP
+
+
+def test_changed_stylesheet_reaches_a_revalidating_client(host, redeploy):
+    assert redeploy.run.returncode == 0, redeploy.run.stdout[-3000:]
+    assert redeploy.revalidated_before == 304
+    again = requests.get(redeploy.stylesheet_url, headers=redeploy.validators, timeout=5)
+    assert again.status_code == 200
+    assert "/* release 1.0.1 */" in again.text
+
+
+def test_rotated_secret_is_written_but_never_printed(host, redeploy):
+    assert redeploy.run.returncode == 0, redeploy.run.stdout[-3000:]
+    assert f'FLASK_SECRET_KEY="{redeploy.secret}"' in host.file(f"/srv/{APP}/shared/app.env").content_string
+    assert redeploy.secret not in redeploy.run.stdout
 
 
 def test_rollback_playbook_returns_to_the_previous_release(host):
@@ -272,21 +310,6 @@ def test_rollback_playbook_returns_to_the_previous_release(host):
     assert poller.bodies[-1] == {"status": "ok", "version": "1.0.0"}
     assert host.file(f"/srv/{APP}/current").linked_to == previous
     assert host.file(f"/srv/{APP}/previous").linked_to == live, "rolling back again returns"
-
-
-def test_changed_stylesheet_reaches_a_revalidating_client(host, tmp_path):
-    url = FRONT_DOOR + "/static/style.css"
-    first = requests.get(url, timeout=5)
-    validators = {"If-None-Match": first.headers["ETag"], "If-Modified-Since": first.headers["Last-Modified"]}
-    assert requests.get(url, headers=validators, timeout=5).status_code == 304
-    source = copy_sample_app(tmp_path / "app", "1.0.4")
-    stylesheet = source / "src" / APP / "static" / "style.css"
-    stylesheet.write_text(stylesheet.read_text(encoding="utf-8") + "\n/* release 1.0.4 */\n", encoding="utf-8")
-    run = run_playbook(PLAYBOOK, "-e", f"flask_app_source_path={source}")
-    assert run.returncode == 0, run.stdout[-3000:]
-    again = requests.get(url, headers=validators, timeout=5)
-    assert again.status_code == 200
-    assert "/* release 1.0.4 */" in again.text
 
 
 def test_app_that_writes_relative_paths_runs_in_its_project_directory(host, tmp_path):
@@ -313,14 +336,23 @@ def test_app_that_writes_relative_paths_runs_in_its_project_directory(host, tmp_
     assert requests.get(FRONT_DOOR + "/static/plain.css", timeout=5).text == "body { color: teal; }\n"
 
 
-def test_rotated_secret_is_written_but_never_printed(host):
-    secret = f"rotated-{uuid.uuid4().hex}"
+def test_pip_source_deploys_a_requirement_spec(host, tmp_path):
+    """Right after the plain app (which has no /healthz): this deploy is not polled, the next one is."""
+    source = copy_sample_app(tmp_path / "app", "3.0.0")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "wheels"), str(source)],
+        check=True,
+    )
+    wheel = next((tmp_path / "wheels").glob("flaskstack_sample_app-3.0.0-*.whl"))
+    subprocess.run(["docker", "cp", str(wheel), f"{CONTAINER}:/srv/{wheel.name}"], check=True)
     run = run_playbook(
-        PLAYBOOK, "--diff", "-v", "-e", json.dumps({"flask_app_secret_environment": {"FLASK_SECRET_KEY": secret}}),
+        PLAYBOOK, "-e", "flask_app_source_type=pip",
+        "-e", json.dumps({"flask_app_pip_spec": f"flaskstack-sample-app @ file:///srv/{wheel.name}"}),
     )
     assert run.returncode == 0, run.stdout[-3000:]
-    assert f'FLASK_SECRET_KEY="{secret}"' in host.file(f"/srv/{APP}/shared/app.env").content_string
-    assert secret not in run.stdout
+    assert requests.get(FRONT_DOOR + "/healthz", timeout=5).json()["version"] == "3.0.0"
+    # No source tree on disk: nginx hands static files to the app.
+    assert "flaskstack sample stylesheet" in requests.get(FRONT_DOOR + "/static/style.css", timeout=5).text
 
 
 def test_git_source_deploys_a_commit_without_its_metadata(host, tmp_path):
@@ -342,24 +374,6 @@ def test_git_source_deploys_a_commit_without_its_metadata(host, tmp_path):
     assert host.file(f"/srv/{APP}/current/app/pyproject.toml").exists
     assert not host.file(f"/srv/{APP}/current/app/.git").exists
     assert host.file(f"/srv/{APP}/current/app/instance/activated-1.0.1").exists, "shared data survives releases"
-
-
-def test_pip_source_deploys_a_requirement_spec(host, tmp_path):
-    source = copy_sample_app(tmp_path / "app", "3.0.0")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "wheels"), str(source)],
-        check=True,
-    )
-    wheel = next((tmp_path / "wheels").glob("flaskstack_sample_app-3.0.0-*.whl"))
-    subprocess.run(["docker", "cp", str(wheel), f"{CONTAINER}:/srv/{wheel.name}"], check=True)
-    run = run_playbook(
-        PLAYBOOK, "-e", "flask_app_source_type=pip",
-        "-e", json.dumps({"flask_app_pip_spec": f"flaskstack-sample-app @ file:///srv/{wheel.name}"}),
-    )
-    assert run.returncode == 0, run.stdout[-3000:]
-    assert requests.get(FRONT_DOOR + "/healthz", timeout=5).json()["version"] == "3.0.0"
-    # No source tree on disk: nginx hands static files to the app.
-    assert "flaskstack sample stylesheet" in requests.get(FRONT_DOOR + "/static/style.css", timeout=5).text
 
 
 def test_control_stop_start_is_seen_as_downtime(host):

@@ -1,0 +1,30 @@
+"""Order the tests for `make test`'s two pytest-xdist workers (``--dist loadgroup``).
+
+Each Molecule scenario and the real-servers test is an xdist group that one worker runs whole.
+A worker is handed its next group when it starts the one before (xdist keeps two in hand), so the
+groups go longest first: the two workers then end close together.
+"""
+
+# Minutes each group took in the last profiled `make test` (two workers; benchmarks/profile_tests.py
+# and the real-servers test's step timings). Tests outside these groups come after them, in file order.
+GROUP_MINUTES = {
+    "nginx_gunicorn": 21.5,
+    "haproxy_cluster": 18.7,
+    "apache_modwsgi": 11.2,
+    "uwsgi_supervisord": 8.5,
+    "real_servers": 8.3,
+    "nginx_uwsgi": 3.7,
+}
+
+
+def xdist_group(item):
+    """The name of the xdist group a test item belongs to (str), or None."""
+    marker = item.get_closest_marker("xdist_group")
+    if marker is None:
+        return None
+    return marker.kwargs.get("name", marker.args[0] if marker.args else None)
+
+
+def pytest_collection_modifyitems(items):
+    """Longest group first; the order within a group, and of the other tests, stays the files' order."""
+    items.sort(key=lambda item: -GROUP_MINUTES.get(xdist_group(item), 0))
