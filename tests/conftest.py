@@ -1,11 +1,11 @@
-"""Order the tests for `make test`'s two pytest-xdist workers (``--dist loadgroup``).
+"""Order the tests for pytest-xdist workers (``make test PYTEST_WORKERS=2``, ``--dist loadgroup``).
 
 Each Molecule scenario and the real-servers test is an xdist group that one worker runs whole.
 A worker is handed its next group when it starts the one before (xdist keeps two in hand), so the
 groups go longest first: the two workers then end close together.
 """
 
-# Minutes each group took in the last profiled `make test` (two workers; benchmarks/profile_tests.py
+# Minutes each group took in a profiled `make test PYTEST_WORKERS=2` (benchmarks/profile_tests.py
 # and the real-servers test's step timings). Tests outside these groups come after them, in file order.
 GROUP_MINUTES = {
     "nginx_gunicorn": 21.5,
