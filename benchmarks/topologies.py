@@ -177,8 +177,8 @@ def changed_count(output):
 def task_count(output):
     """Tasks a playbook run went through, over every host of its PLAY RECAP: (run, skipped) as ints.
 
-    A task counts once per host: ``ok`` (which includes ``changed``), ``failed`` and ``rescued``
-    ones ran on the host or the controller; ``skipped`` ones cost only their condition.
+    A task counts once per host: ``ok`` (which includes ``changed``) and ``failed`` ones ran on the
+    host or the controller; ``skipped`` ones cost only their condition.
     """
     counts = {key: 0 for key in ("ok", "failed", "skipped")}
     for key, value in re.findall(r"\b(ok|failed|skipped)=(\d+)", output):
