@@ -12,7 +12,9 @@ import subprocess
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
+import pytest
 import requests
 import testinfra
 
@@ -193,17 +195,45 @@ def test_config_haproxy_rejects_never_replaces_the_live_one(host):
     assert requests.get(FRONT_DOOR + "/healthz", timeout=5).status_code == 200
 
 
-def test_rolling_deploy_fails_no_request_and_ends_with_every_node_on_the_new_release(host, tmp_path):
-    source = copy_sample_app(tmp_path / "app", "1.0.1")
+@pytest.fixture(scope="module")
+def rolling_deploy(host, tmp_path_factory):
+    """One rolling deploy of 1.0.1 under a polling client that the next two tests check.
+
+    While it holds the deploy lock, a second deploy of the same release starts, and must be
+    refused without touching the fleet (the poller runs across both).
+    """
+    source = copy_sample_app(tmp_path_factory.mktemp("rolling") / "app", "1.0.1")
     started = time.monotonic()
     with polling_the_front_door() as poller:
-        run = run_playbook(DEPLOY, "-e", f"flask_app_source_path={source}")
-    seconds = time.monotonic() - started
-    assert run.returncode == 0, run.stdout[-3000:]
-    assert_no_failed_request(poller)
+        first = subprocess.Popen(
+            ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], DEPLOY, "-e", f"flask_app_source_path={source}"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, ANSIBLE_NOCOLOR="1"),
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not host.file(f"{LOCK}/holder").exists and time.monotonic() < deadline:
+                time.sleep(0.5)
+            second = run_playbook(DEPLOY, "-e", f"flask_app_source_path={source}")
+        finally:
+            output = first.communicate(timeout=900)[0]
+    return SimpleNamespace(returncode=first.returncode, output=output, poller=poller, second=second,
+                           seconds=time.monotonic() - started)
+
+
+def test_rolling_deploy_fails_no_request_and_ends_with_every_node_on_the_new_release(host, rolling_deploy):
+    assert rolling_deploy.returncode == 0, rolling_deploy.output[-3000:]
+    assert_no_failed_request(rolling_deploy.poller)
     assert node_versions() == dict.fromkeys(NODES, "1.0.1")
     assert set(server_status(host).values()) == {"UP"} and not host.file(LOCK).exists
-    print(f"rolling deploy of 3 nodes: {seconds:.1f} s, 0 failed of {poller.total}")
+    print(f"rolling deploy of 3 nodes: {rolling_deploy.seconds:.1f} s, 0 failed of {rolling_deploy.poller.total}")
+
+
+def test_second_concurrent_deploy_is_refused_while_the_first_holds_the_lock(host, rolling_deploy):
+    second = rolling_deploy.second
+    assert second.returncode != 0
+    assert "Another deploy holds the lock" in second.stdout and " since " in second.stdout, second.stdout[-2000:]
+    # It stopped at the lock: no task of it ran on an app node (the poller saw the fleet throughout).
+    assert "flaskstack-node" not in second.stdout.split("Another deploy holds the lock")[1].split("PLAY RECAP")[0]
 
 
 def release_broken_on_node2(workdir):
@@ -242,31 +272,11 @@ def test_control_without_drain_the_broken_release_reaches_clients(host, tmp_path
     assert set(server_status(host).values()) == {"UP"} and not host.file(LOCK).exists
 
 
-def test_second_concurrent_deploy_is_refused_while_the_first_holds_the_lock(host, tmp_path):
-    source = copy_sample_app(tmp_path / "app", "1.0.3")
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1")
-    first = subprocess.Popen(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], DEPLOY, "-e", f"flask_app_source_path={source}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not host.file(f"{LOCK}/holder").exists and time.monotonic() < deadline:
-            time.sleep(0.5)
-        second = run_playbook(DEPLOY, "-e", f"flask_app_source_path={source}")
-    finally:
-        output = first.communicate(timeout=900)[0]
-    assert second.returncode != 0
-    assert "Another deploy holds the lock" in second.stdout and " since " in second.stdout, second.stdout[-2000:]
-    assert first.returncode == 0, output[-3000:]
-    assert node_versions() == dict.fromkeys(NODES, "1.0.3") and not host.file(LOCK).exists
-
-
 def test_deploy_limited_to_nodes_without_the_load_balancer_is_refused(host, tmp_path):
     source = copy_sample_app(tmp_path / "app", "1.0.9")
     run = run_playbook(DEPLOY, "--limit", "flaskstack-node1", "-e", f"flask_app_source_path={source}")
     assert run.returncode != 0 and "The load balancer flaskstack-lb is not in this run" in run.stdout, run.stdout[-2000:]
-    assert node_versions() == dict.fromkeys(NODES, "1.0.3")
+    assert node_versions() == dict.fromkeys(NODES, "1.0.1")
 
 
 def test_deploy_to_a_cluster_with_two_load_balancers_is_refused(host, tmp_path):
@@ -274,7 +284,7 @@ def test_deploy_to_a_cluster_with_two_load_balancers_is_refused(host, tmp_path):
     second_lb.write_text("all:\n  children:\n    haproxy_cluster_lb:\n      hosts:\n        flaskstack-lb2:\n", encoding="utf-8")
     run = run_playbook(DEPLOY, "-i", str(second_lb), "-e", f"flask_app_source_path={copy_sample_app(tmp_path / 'app', '1.0.9')}")
     assert run.returncode != 0 and "the group haproxy_cluster_lb has 2 hosts" in run.stdout, run.stdout[-2000:]
-    assert node_versions() == dict.fromkeys(NODES, "1.0.3") and not host.file(LOCK).exists
+    assert node_versions() == dict.fromkeys(NODES, "1.0.1") and not host.file(LOCK).exists
 
 
 def test_next_deploy_finishes_one_killed_midway_once_its_lock_expires(host, tmp_path):
@@ -325,6 +335,6 @@ def test_release_haproxy_checks_fail_after_its_gate_passed_is_rolled_back(host, 
     # The refused release is no rollback target: rollback.yml cannot bring it back.
     previous = node("flaskstack-node1").run(
         f"/srv/{APP}/previous/venv/bin/python -c \"import importlib.metadata as m; print(m.version('flaskstack-sample-app'))\"")
-    assert previous.rc != 0 or previous.stdout.strip() != "1.0.5", previous.stdout
+    assert previous.rc != 0 or previous.stdout.strip() != "1.0.5", f"{previous.stdout}\n{run.stdout[-3000:]}"
     assert set(server_status(host).values()) == {"UP"} and not host.file(LOCK).exists
     assert_no_failed_request(poller)

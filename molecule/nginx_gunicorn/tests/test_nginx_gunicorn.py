@@ -5,6 +5,7 @@ the end redeploy and restart the app. Tests that check parts of one deploy share
 module fixture (``redeploy``), so the playbook runs once for all of them.
 """
 
+import hashlib
 import json
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from flaskstack_checks import (
 FRONT_DOOR = "http://127.0.0.1:18080"
 CONTAINER = "flaskstack-nginx-gunicorn"
 APP = "sample_app"
+RELEASES = f"/srv/{APP}/releases"
 SITE_FILE = f"/etc/nginx/sites-available/{APP}.conf"
 UNITS = [f"gunicorn-{APP}.socket", f"gunicorn-{APP}.service"]
 PLAYBOOK = str(PROJECT_DIR / "playbooks" / "nginx_gunicorn.yml")
@@ -242,6 +244,14 @@ def test_release_that_fails_behind_the_app_server_is_rolled_back(host, tmp_path)
     assert not host.file(f"/srv/{APP}/previous").exists, "a failed release never becomes the rollback target"
 
 
+# A pre-activation command that, while it runs, copies every process's command line (sudo's and
+# its own included) and a digest of the secret it sees in its environment into shared data.
+SPY_COMMAND = (
+    "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\000' ' ' > instance/cmdlines-1.0.1;"
+    " printf %s \"$FLASK_SECRET_KEY\" | sha256sum > instance/secret-1.0.1.sha256"
+)
+
+
 @pytest.fixture(scope="module")
 def redeploy(host, tmp_path_factory):
     """One code-only redeploy to 1.0.1 that the next tests check, each its own part of it.
@@ -260,16 +270,18 @@ def redeploy(host, tmp_path_factory):
     stylesheet = source / "src" / APP / "static" / "style.css"
     stylesheet.write_text(stylesheet.read_text(encoding="utf-8") + "\n/* release 1.0.1 */\n", encoding="utf-8")
     secret = f"rotated-{uuid.uuid4().hex}"
+    releases_before = set(host.file(RELEASES).listdir())
     with Poller(FRONT_DOOR + "/healthz") as poller:
         run = run_playbook(
             "flaskstack.deploy.nginx_gunicorn", "-e", f"flask_app_source_path={source}", "--diff", "-v",
-            "-e", json.dumps({"flask_app_pre_activate_commands": ["touch instance/activated-1.0.1"],
+            "-e", json.dumps({"flask_app_pre_activate_commands": ["touch instance/activated-1.0.1", SPY_COMMAND],
                               "flask_app_secret_environment": {"FLASK_SECRET_KEY": secret}}),
             cwd=workdir,
             env_overrides={"ANSIBLE_COLLECTIONS_PATH": str(collections), "ANSIBLE_ROLES_PATH": None},
         )
     return SimpleNamespace(run=run, poller=poller, stylesheet_url=stylesheet_url, validators=validators,
-                           revalidated_before=revalidated_before, secret=secret)
+                           revalidated_before=revalidated_before, secret=secret, releases_before=releases_before,
+                           releases_after=set(host.file(RELEASES).listdir()))
 
 
 def test_redeploy_from_installed_collection_has_no_failed_request(host, redeploy):
@@ -283,6 +295,14 @@ def test_redeploy_from_installed_collection_has_no_failed_request(host, redeploy
     # The pre-activation command ran as the app user, in the release, writing to shared data.
     marker = host.file(f"/srv/{APP}/shared/instance/activated-1.0.1")
     assert marker.exists and marker.user == APP
+
+
+def test_redeploy_removes_no_release_below_the_limit(host, redeploy):
+    """flask_app_keep_releases is 5: the refused releases of the tests before stay, and the new one joins them."""
+    assert redeploy.run.returncode == 0, redeploy.run.stdout[-3000:]
+    live = host.file(f"/srv/{APP}/current").linked_to.rsplit("/", 1)[-1]
+    assert live not in redeploy.releases_before and len(redeploy.releases_before) < 5
+    assert redeploy.releases_after == redeploy.releases_before | {live}
 
 
 def test_changed_stylesheet_reaches_a_revalidating_client(host, redeploy):
@@ -299,8 +319,18 @@ def test_rotated_secret_is_written_but_never_printed(host, redeploy):
     assert redeploy.secret not in redeploy.run.stdout
 
 
+def test_secret_reaches_a_pre_activation_command_only_through_its_environment(host, redeploy):
+    assert redeploy.run.returncode == 0, redeploy.run.stdout[-3000:]
+    seen = host.file(f"/srv/{APP}/shared/instance/secret-1.0.1.sha256").content_string.split()[0]
+    assert seen == hashlib.sha256(redeploy.secret.encode()).hexdigest(), "the command did not get the secret"
+    command_lines = host.file(f"/srv/{APP}/shared/instance/cmdlines-1.0.1").content_string
+    assert "sha256sum" in command_lines and "sudo" in command_lines, "the capture missed the command's own processes"
+    assert redeploy.secret not in command_lines, "the secret was on a command line while the command ran"
+    assert redeploy.secret not in host.run("journalctl --no-pager -o cat").stdout
+
+
 def test_rollback_playbook_returns_to_the_previous_release(host):
-    releases = f"/srv/{APP}/releases"
+    releases = RELEASES
     live, previous = host.file(f"/srv/{APP}/current").linked_to, host.file(f"/srv/{APP}/previous").linked_to
     assert live != previous and previous.startswith(releases)
     with Poller(FRONT_DOOR + "/healthz") as poller:
