@@ -92,6 +92,14 @@ def version_on(name):
         return ""
 
 
+def release_phase_runs():
+    """{node: how many times the release phase (molecule.yml's pre-activation command) ran on it}."""
+    return {name: subprocess.run(
+        ["docker", "exec", name, "sh", "-c", f"cat /srv/{APP}/shared/instance/release-phase.log 2>/dev/null"],
+        stdout=subprocess.PIPE, text=True, check=False,
+    ).stdout.count("\n") for name in NODES}
+
+
 def node_versions():
     """{node: the version its own nginx serves}, asked on each node."""
     return {name: version_on(name) for name in NODES}
@@ -103,6 +111,11 @@ def test_every_node_is_up_and_answers_in_turn(host):
     assert set(hostnames) == set(NODES)
     # roundrobin: each node answers a third of the requests.
     assert all(hostnames.count(name) == 4 for name in NODES), hostnames
+
+
+def test_release_phase_ran_once_in_the_converge_on_the_first_node(host):
+    # The converge built the first release: its pre-activation command ran on one node only.
+    assert release_phase_runs() == {"flaskstack-node1": 1, "flaskstack-node2": 0, "flaskstack-node3": 0}
 
 
 def test_app_sees_the_client_and_the_scheme_haproxy_set(host):
@@ -203,6 +216,7 @@ def rolling_deploy(host, tmp_path_factory):
     refused without touching the fleet (the poller runs across both).
     """
     source = copy_sample_app(tmp_path_factory.mktemp("rolling") / "app", "1.0.1")
+    release_phase_before = sum(release_phase_runs().values())
     started = time.monotonic()
     with polling_the_front_door() as poller:
         first = subprocess.Popen(
@@ -217,7 +231,8 @@ def rolling_deploy(host, tmp_path_factory):
         finally:
             output = first.communicate(timeout=900)[0]
     return SimpleNamespace(returncode=first.returncode, output=output, poller=poller, second=second,
-                           seconds=time.monotonic() - started)
+                           seconds=time.monotonic() - started,
+                           release_phase_runs=sum(release_phase_runs().values()) - release_phase_before)
 
 
 def test_rolling_deploy_fails_no_request_and_ends_with_every_node_on_the_new_release(host, rolling_deploy):
@@ -234,6 +249,28 @@ def test_second_concurrent_deploy_is_refused_while_the_first_holds_the_lock(host
     assert "Another deploy holds the lock" in second.stdout and " since " in second.stdout, second.stdout[-2000:]
     # It stopped at the lock: no task of it ran on an app node (the poller saw the fleet throughout).
     assert "flaskstack-node" not in second.stdout.split("Another deploy holds the lock")[1].split("PLAY RECAP")[0]
+
+
+def test_release_phase_ran_once_in_the_rolling_deploy(host, rolling_deploy):
+    assert rolling_deploy.returncode == 0, rolling_deploy.output[-3000:]
+    assert rolling_deploy.release_phase_runs == 1, "the second, refused deploy must not run it either"
+
+
+def test_failing_release_phase_switches_no_node(host, tmp_path):
+    source = copy_sample_app(tmp_path / "app", "1.0.6")
+    before = release_phase_runs()
+    with polling_the_front_door() as poller:
+        run = run_playbook(DEPLOY, "-e", f"flask_app_source_path={source}", "-e", json.dumps(
+            {"flask_app_pre_activate_commands": ["hostname >> instance/release-phase.log", "exit 3"]}))
+    assert run.returncode != 0
+    assert "The release phase failed on flaskstack-node1" in run.stdout, run.stdout[-3000:]
+    assert "The deploy stopped at flaskstack-node1" in run.stdout
+    after = release_phase_runs()
+    assert sum(after.values()) - sum(before.values()) == 1 and after["flaskstack-node1"] == before["flaskstack-node1"] + 1
+    assert node_versions() == dict.fromkeys(NODES, "1.0.1")
+    assert set(server_status(host).values()) == {"UP"} and not host.file(LOCK).exists
+    assert_no_failed_request(poller)
+    print(f"failing release phase: 0 failed of {poller.total}")
 
 
 def release_broken_on_node2(workdir):

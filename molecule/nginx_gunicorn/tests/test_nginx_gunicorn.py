@@ -342,17 +342,28 @@ def test_rollback_playbook_returns_to_the_previous_release(host):
     assert host.file(f"/srv/{APP}/previous").linked_to == live, "rolling back again returns"
 
 
-def test_app_that_writes_relative_paths_runs_in_its_project_directory(host, tmp_path):
-    """Not our app: a plain module with an app object, its own requirements, writing logs/ at import."""
-    source = tmp_path / "plainapp"
+def plain_app(workdir, requirements):
+    """Write the plain app (PLAIN_APP, a stylesheet, ``requirements`` as requirements.txt) and return its directory."""
+    source = workdir / "plainapp"
     (source / "static").mkdir(parents=True)
-    (source / "requirements.txt").write_text("Flask>=3,<4\n", encoding="utf-8")
+    (source / "requirements.txt").write_text(requirements, encoding="utf-8")
     (source / "static" / "plain.css").write_text("body { color: teal; }\n", encoding="utf-8")
     (source / "plainapp.py").write_text(PLAIN_APP, encoding="utf-8")
-    run = run_playbook(
+    return source
+
+
+def deploy_plain_app(source, *args):
+    """Deploy the plain app from ``source`` with the nginx_gunicorn playbook; returns the finished run."""
+    return run_playbook(
         PLAYBOOK, "-e", f"flask_app_source_path={source}", "-e", "flask_app_wsgi_app=plainapp:app",
-        "-e", "flask_app_static_dir=static", "-e", json.dumps({"flask_app_shared_dirs": ["instance", "logs"]}),
+        "-e", "flask_app_static_dir=static", "-e", json.dumps({"flask_app_shared_dirs": ["instance", "logs"]}), *args,
     )
+
+
+def test_app_that_writes_relative_paths_runs_in_its_project_directory(host, tmp_path):
+    """Not our app: a plain module with an app object, its own requirements, writing logs/ at import."""
+    source = plain_app(tmp_path, "Flask>=3,<4\n")
+    run = deploy_plain_app(source)
     assert run.returncode == 0, run.stdout[-3000:]
     body = requests.get(FRONT_DOOR + "/", timeout=5).json()
     project_dir = host.run(f"readlink -f /srv/{APP}/current/app").stdout.strip()
@@ -364,6 +375,33 @@ def test_app_that_writes_relative_paths_runs_in_its_project_directory(host, tmp_
     # The in-process check and Gunicorn's workers all imported it in the project directory.
     assert boot_log.content_string.count(project_dir) >= 2
     assert requests.get(FRONT_DOOR + "/static/plain.css", timeout=5).text == "body { color: teal; }\n"
+
+
+def test_app_pinning_another_gunicorn_is_refused_naming_the_variable(host, tmp_path):
+    before = live_state(host)
+    run = deploy_plain_app(plain_app(tmp_path, "Flask>=3,<4\ngunicorn==21.2.0\n"))
+    assert run.returncode != 0
+    message = run.stdout.split("its virtualenv could not be built")[-1]
+    assert "The app's own requirements pin gunicorn" in message and "gunicorn_package" in message, run.stdout[-3000:]
+    assert "gunicorn==21.2.0" in message, "the installer's own words name the app's pin"
+    assert live_state(host) == before
+
+
+def test_dependency_built_from_source_needs_its_build_packages_listed(host, tmp_path):
+    """psycopg2 ships no wheel: without a compiler and libpq-dev the error names the variable; with them it deploys."""
+    if host.file("/etc/debian_version").content_string.startswith("12"):
+        pytest.skip("run on Debian 13 only: the build path is the same, and compiling psycopg2 takes minutes")
+    source = plain_app(tmp_path, "Flask>=3,<4\npsycopg2==2.9.13\n")
+    before = live_state(host)
+    run = deploy_plain_app(source)
+    assert run.returncode != 0
+    message = run.stdout.split("its virtualenv could not be built")[-1]
+    assert "psycopg2" in message and "flask_app_build_packages" in message, run.stdout[-3000:]
+    assert live_state(host) == before
+    run = deploy_plain_app(source, "-e", json.dumps({"flask_app_build_packages": ["gcc", "python3-dev", "libpq-dev"]}))
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert host.run(f"/srv/{APP}/current/venv/bin/python -c 'import psycopg2'").rc == 0
+    assert "cwd" in requests.get(FRONT_DOOR + "/", timeout=5).json()
 
 
 def test_pip_source_deploys_a_requirement_spec(host, tmp_path):
