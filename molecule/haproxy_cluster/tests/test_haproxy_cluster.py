@@ -264,7 +264,8 @@ def test_failing_release_phase_switches_no_node(host, tmp_path):
             {"flask_app_pre_activate_commands": ["hostname >> instance/release-phase.log", "exit 3"]}))
     assert run.returncode != 0
     assert "The release phase failed on flaskstack-node1" in run.stdout, run.stdout[-3000:]
-    assert "The deploy stopped at flaskstack-node1" in run.stdout
+    assert "exit 3: exit status 3" in run.stdout, "the failure names the command"
+    assert "The deploy stopped at flaskstack-node1" in run.stdout and "no node switched to it" in run.stdout
     after = release_phase_runs()
     assert sum(after.values()) - sum(before.values()) == 1 and after["flaskstack-node1"] == before["flaskstack-node1"] + 1
     assert node_versions() == dict.fromkeys(NODES, "1.0.1")
@@ -311,8 +312,10 @@ def test_control_without_drain_the_broken_release_reaches_clients(host, tmp_path
 
 def test_deploy_limited_to_nodes_without_the_load_balancer_is_refused(host, tmp_path):
     source = copy_sample_app(tmp_path / "app", "1.0.9")
+    release_phase_before = release_phase_runs()
     run = run_playbook(DEPLOY, "--limit", "flaskstack-node1", "-e", f"flask_app_source_path={source}")
     assert run.returncode != 0 and "The load balancer flaskstack-lb is not in this run" in run.stdout, run.stdout[-2000:]
+    assert release_phase_runs() == release_phase_before, "refused before the release phase"
     assert node_versions() == dict.fromkeys(NODES, "1.0.1")
 
 

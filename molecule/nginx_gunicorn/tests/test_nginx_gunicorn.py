@@ -301,7 +301,9 @@ def test_redeploy_removes_no_release_below_the_limit(host, redeploy):
     """flask_app_keep_releases is 5: the refused releases of the tests before stay, and the new one joins them."""
     assert redeploy.run.returncode == 0, redeploy.run.stdout[-3000:]
     live = host.file(f"/srv/{APP}/current").linked_to.rsplit("/", 1)[-1]
-    assert live not in redeploy.releases_before and len(redeploy.releases_before) < 5
+    # 1.0.0 and the two refused releases of the tests before: two that the clean-up may not remove,
+    # the case where its slice once went negative.
+    assert live not in redeploy.releases_before and 3 <= len(redeploy.releases_before) < 5
     assert redeploy.releases_after == redeploy.releases_before | {live}
 
 
