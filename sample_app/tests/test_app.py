@@ -65,3 +65,38 @@ def test_wsgi_server_names_the_server_from_its_environ_keys(environ, expected):
 def test_config_from_prefixed_environment(monkeypatch):
     monkeypatch.setenv("FLASK_SECRET_KEY", "from-env")
     assert create_app().config["SECRET_KEY"] == "from-env"
+
+
+def test_job_enqueued_over_http_is_done_by_the_worker_command(tmp_path, monkeypatch):
+    """The release phase creates the tables, a request enqueues, the worker does it and stops on SIGTERM."""
+    import signal
+    import threading
+
+    monkeypatch.chdir(tmp_path)
+    app = create_app({"TESTING": True, "JOBS_DATABASE": str(tmp_path / "jobs.sqlite3")})
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["jobs", "migrate"]).exit_code == 0
+    client = app.test_client()
+    job_id = client.post("/jobs?seconds=0.1").get_json()["id"]
+    assert client.get(f"/jobs/{job_id}").get_json()["state"] == "queued"
+    # The worker's SIGTERM handler stops the loop; raise it once the job is done.
+    def stop_when_done():
+        while client.get(f"/jobs/{job_id}").get_json()["state"] != "done":
+            threading.Event().wait(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+    watcher = threading.Thread(target=stop_when_done)
+    previous = signal.getsignal(signal.SIGTERM)
+    watcher.start()
+    try:
+        result = runner.invoke(args=["jobs", "work", "--poll", "0.05"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        watcher.join()
+    assert result.exit_code == 0, result.output
+    assert f"job {job_id} done" in result.output and "stopped" in result.output
+    done = client.get(f"/jobs/{job_id}").get_json()
+    assert done["pid"] == os.getpid() and done["done_at"] >= done["started_at"]
+    assert runner.invoke(args=["jobs", "tick"]).exit_code == 0
+    assert [tick["finished_at"] is not None for tick in client.get("/ticks").get_json()] == [True]
+    assert runner.invoke(args=["jobs", "build", "info.json"]).exit_code == 0
+    assert (tmp_path / "info.json").read_text(encoding="utf-8").startswith('{"version": ')

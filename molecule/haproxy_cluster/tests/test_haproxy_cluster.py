@@ -118,6 +118,18 @@ def test_release_phase_ran_once_in_the_converge_on_the_first_node(host):
     assert release_phase_runs() == {"flaskstack-node1": 1, "flaskstack-node2": 0, "flaskstack-node3": 0}
 
 
+def test_scheduled_job_runs_on_the_first_node_only(host):
+    """molecule.yml's timer names no hosts: flask_app_timer_host, the first app node, runs it."""
+    timers = {name: node(name).file(f"/etc/systemd/system/{APP}-tick.timer").exists for name in NODES}
+    assert timers == {"flaskstack-node1": True, "flaskstack-node2": False, "flaskstack-node3": False}
+    assert node(NODES[0]).service(f"{APP}-tick.timer").is_running
+    ticks = node(NODES[0]).check_output(
+        f"python3 -c 'import sqlite3; print(sqlite3.connect(\"/srv/{APP}/shared/instance/jobs.sqlite3\")"
+        f".execute(\"SELECT count(*), count(DISTINCT hostname) FROM ticks\").fetchone())'")
+    count, hostnames = (int(number) for number in ticks.strip("()").split(","))
+    assert count >= 1 and hostnames == 1, ticks
+
+
 def test_app_sees_the_client_and_the_scheme_haproxy_set(host):
     body = requests.get(
         FRONT_DOOR + "/whoami", timeout=5, headers={"X-Forwarded-For": "203.0.113.66", "X-Forwarded-Proto": "https"},

@@ -10,6 +10,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from types import SimpleNamespace
 
@@ -47,6 +48,23 @@ app = Flask(__name__)
 def index():
     return jsonify(cwd=os.getcwd(), boot_log=os.path.realpath(os.path.join("logs", "boot.log")))
 """
+
+
+def enqueue(seconds=0.0):
+    """Enqueue a job of the sample app's queue through the front door; returns its id."""
+    response = requests.post(f"{FRONT_DOOR}/jobs?seconds={seconds}", timeout=5)
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def wait_for_job(job_id, state="done", seconds=30):
+    """Poll the job through the front door until it reaches ``state``; returns its last report."""
+    deadline = time.monotonic() + seconds
+    while True:
+        job = requests.get(f"{FRONT_DOOR}/jobs/{job_id}", timeout=5).json()
+        if job["state"] == state or time.monotonic() > deadline:
+            return job
+        time.sleep(0.2)
 
 
 def live_state(host):
@@ -154,6 +172,43 @@ def test_environment_file_is_not_world_readable(host):
     assert (env_file.user, env_file.group, env_file.mode) == ("root", APP, 0o640)
     assert 'FLASK_SECRET_KEY="molecule-only-secret"' in env_file.content_string
     assert host.run(f"runuser -u nobody -- cat /srv/{APP}/shared/app.env").rc != 0
+
+
+def test_build_step_ran_as_the_build_account_and_the_release_is_sealed(host):
+    live = host.file(f"/srv/{APP}/current").linked_to
+    # molecule.yml's build command wrote into the release, as the build account.
+    info = json.loads(host.file(f"{live}/app/build-info.json").content_string)
+    assert info == {"version": "1.0.0", "user": f"{APP}-build"}
+    # Sealed: every file root's, writable by root alone; the app user cannot add or change one.
+    assert host.run(f"find {live} -not -user root -o -not -type l -perm /022").stdout == ""
+    for path in (f"{live}/app/build-info.json", f"{live}/app/new", f"{live}/venv/new"):
+        assert host.run(f"runuser -u {APP} -- touch {path}").rc != 0, path
+    # uv ran as the build account: its cache holds nothing of root's.
+    cache = host.run(f"find /srv/{APP}/.build -user root").stdout
+    assert cache == "" and host.file(f"/srv/{APP}/.build/uv-cache").user == f"{APP}-build"
+
+
+def test_worker_does_a_job_enqueued_through_the_front_door(host):
+    job = wait_for_job(enqueue())
+    assert job["state"] == "done" and job["version"] == "1.0.0"
+    assert job["cwd"] == host.run(f"readlink -f /srv/{APP}/current/app").stdout.strip()
+    worker = host.service(f"{APP}-worker@1.service")
+    assert worker.is_running and worker.is_enabled
+    assert host.run(f"systemctl show -p User --value {APP}-worker@1.service").stdout.strip() == APP
+    assert f"job {job['id']} done" in host.run(f"journalctl --no-pager -o cat -u {APP}-worker@1.service").stdout
+
+
+def test_scheduled_job_runs_on_schedule_and_never_overlaps_itself(host):
+    """molecule.yml's job takes 12 s, its timer fires every 10 s: systemd never starts a second run."""
+    timer = f"{APP}-tick.timer"
+    assert host.service(timer).is_running and host.service(timer).is_enabled
+    assert timer in host.run("systemctl list-timers --no-pager").stdout
+    assert host.run(f"systemctl show -p Persistent --value {timer}").stdout.strip() == "yes"
+    ticks = [tick for tick in requests.get(FRONT_DOOR + "/ticks", timeout=5).json() if tick["finished_at"]]
+    assert len(ticks) >= 2, ticks
+    for before, after in zip(ticks, ticks[1:]):
+        assert after["started_at"] >= before["finished_at"], f"runs overlap: {before} {after}"
+    assert all(tick["finished_at"] - tick["started_at"] >= 12 for tick in ticks)
 
 
 def test_wrong_typed_variable_fails_naming_it_and_changes_nothing(host, tmp_path):
@@ -271,6 +326,8 @@ def redeploy(host, tmp_path_factory):
     stylesheet.write_text(stylesheet.read_text(encoding="utf-8") + "\n/* release 1.0.1 */\n", encoding="utf-8")
     secret = f"rotated-{uuid.uuid4().hex}"
     releases_before = set(host.file(RELEASES).listdir())
+    # A job that is running when the deploy begins, on the worker of 1.0.0.
+    running_job = wait_for_job(enqueue(seconds=8), state="running")
     with Poller(FRONT_DOOR + "/healthz") as poller:
         run = run_playbook(
             "flaskstack.deploy.nginx_gunicorn", "-e", f"flask_app_source_path={source}", "--diff", "-v",
@@ -281,7 +338,7 @@ def redeploy(host, tmp_path_factory):
         )
     return SimpleNamespace(run=run, poller=poller, stylesheet_url=stylesheet_url, validators=validators,
                            revalidated_before=revalidated_before, secret=secret, releases_before=releases_before,
-                           releases_after=set(host.file(RELEASES).listdir()))
+                           releases_after=set(host.file(RELEASES).listdir()), running_job=running_job)
 
 
 def test_redeploy_from_installed_collection_has_no_failed_request(host, redeploy):
@@ -331,6 +388,37 @@ def test_secret_reaches_a_pre_activation_command_only_through_its_environment(ho
     assert redeploy.secret not in host.run("journalctl --no-pager -o cat").stdout
 
 
+def test_redeploy_lets_the_running_job_finish_and_moves_the_worker(host, redeploy):
+    assert redeploy.run.returncode == 0, redeploy.run.stdout[-3000:]
+    running = redeploy.running_job
+    assert running["state"] == "running" and running["version"] == "1.0.0"
+    finished = wait_for_job(running["id"])
+    # The worker of 1.0.0 finished it (molecule.yml gives it stop_timeout 20 s), none did it again.
+    assert finished["state"] == "done" and finished["pid"] == running["pid"], finished
+    print(f"job in progress at the deploy: {finished['done_at'] - finished['started_at']:.1f} s, finished by its worker")
+    job = wait_for_job(enqueue())
+    assert job["state"] == "done" and job["version"] == "1.0.1" and job["pid"] != running["pid"]
+
+
+def test_worker_that_crashes_on_the_new_release_rolls_back_web_and_worker(host, tmp_path):
+    before = live_state(host)
+    version = requests.get(FRONT_DOOR + "/healthz", timeout=5).json()["version"]
+    source = copy_sample_app(tmp_path / "app", "1.0.7")
+    jobs = source / "src" / APP / "jobs.py"
+    jobs.write_text(jobs.read_text(encoding="utf-8").replace(
+        "    stopping = []\n", "    raise SystemExit('worker broken in 1.0.7')\n", 1), encoding="utf-8")
+    with Poller(FRONT_DOOR + "/healthz") as poller:
+        run = run_playbook(PLAYBOOK, "-e", f"flask_app_source_path={source}")
+    assert run.returncode != 0
+    assert f"its processes {APP}-worker@1.service did not stay up" in run.stdout, run.stdout[-3000:]
+    assert "Rolled back: current points at" in run.stdout
+    assert live_state(host) == before
+    print(f"crashing worker: {len(poller.failures)} failed of {poller.total} requests")
+    assert poller.total > 20 and poller.failures == [], f"{len(poller.failures)} of {poller.total} failed"
+    job = wait_for_job(enqueue())
+    assert job["state"] == "done" and job["version"] == version, "the worker is back on the live release"
+
+
 def test_rollback_playbook_returns_to_the_previous_release(host):
     releases = RELEASES
     live, previous = host.file(f"/srv/{APP}/current").linked_to, host.file(f"/srv/{APP}/previous").linked_to
@@ -342,6 +430,8 @@ def test_rollback_playbook_returns_to_the_previous_release(host):
     assert poller.bodies[-1] == {"status": "ok", "version": "1.0.0"}
     assert host.file(f"/srv/{APP}/current").linked_to == previous
     assert host.file(f"/srv/{APP}/previous").linked_to == live, "rolling back again returns"
+    job = wait_for_job(enqueue())
+    assert job["state"] == "done" and job["version"] == "1.0.0", "the worker went back with the web app"
 
 
 def plain_app(workdir, requirements):
@@ -355,10 +445,15 @@ def plain_app(workdir, requirements):
 
 
 def deploy_plain_app(source, *args):
-    """Deploy the plain app from ``source`` with the nginx_gunicorn playbook; returns the finished run."""
+    """Deploy the plain app from ``source`` with the nginx_gunicorn playbook; returns the finished run.
+
+    The plain app has none of the sample app's other processes: its deploy drops them.
+    """
     return run_playbook(
         PLAYBOOK, "-e", f"flask_app_source_path={source}", "-e", "flask_app_wsgi_app=plainapp:app",
-        "-e", "flask_app_static_dir=static", "-e", json.dumps({"flask_app_shared_dirs": ["instance", "logs"]}), *args,
+        "-e", "flask_app_static_dir=static", "-e", json.dumps({
+            "flask_app_shared_dirs": ["instance", "logs"], "flask_app_processes": [], "flask_app_timers": [],
+            "flask_app_build_commands": [], "flask_app_pre_activate_commands": []}), *args,
     )
 
 
@@ -377,6 +472,10 @@ def test_app_that_writes_relative_paths_runs_in_its_project_directory(host, tmp_
     # The in-process check and Gunicorn's workers all imported it in the project directory.
     assert boot_log.content_string.count(project_dir) >= 2
     assert requests.get(FRONT_DOOR + "/static/plain.css", timeout=5).text == "body { color: teal; }\n"
+    # The processes and timers it does not declare are stopped, disabled and gone.
+    units = host.run(f"systemctl list-units --all --no-legend --plain '{APP}-*'").stdout
+    assert "worker" not in units and "tick" not in units, units
+    assert host.run(f"ls /etc/systemd/system | grep -c '^{APP}-'").stdout.strip() == "0"
 
 
 def test_app_pinning_another_gunicorn_is_refused_naming_the_variable(host, tmp_path):
@@ -423,6 +522,8 @@ def test_pip_source_deploys_a_requirement_spec(host, tmp_path):
     assert requests.get(FRONT_DOOR + "/healthz", timeout=5).json()["version"] == "3.0.0"
     # No source tree on disk: nginx hands static files to the app.
     assert "flaskstack sample stylesheet" in requests.get(FRONT_DOOR + "/static/style.css", timeout=5).text
+    # The worker the plain app dropped is back, on this release.
+    assert wait_for_job(enqueue())["version"] == "3.0.0"
 
 
 def test_git_source_deploys_a_commit_without_its_metadata(host, tmp_path):

@@ -3,7 +3,8 @@
 Every route is there to let a test, or an operator, check a property of the
 stack in front of it: ``/`` renders a template with a static stylesheet,
 ``/healthz`` reports liveness and the deployed version, ``/whoami`` reports the
-request as the application sees it after the proxies.
+request as the application sees it after the proxies. ``sample_app.jobs`` adds a job
+queue with its worker, scheduled job, migration and build step.
 """
 
 import os
@@ -56,7 +57,11 @@ def create_app(test_config: "dict | None" = None) -> Flask:
     :returns: the configured application.
     """
     app = Flask(__name__, instance_relative_config=True)
-    app.config.from_mapping(SECRET_KEY="dev-only-not-secret", APP_VERSION=installed_version())
+    app.config.from_mapping(
+        SECRET_KEY="dev-only-not-secret",
+        APP_VERSION=installed_version(),
+        JOBS_DATABASE=os.path.join("instance", "jobs.sqlite3"),
+    )
     app.config.from_prefixed_env()
     if test_config:
         app.config.update(test_config)
@@ -87,4 +92,8 @@ def create_app(test_config: "dict | None" = None) -> Flask:
             server_software=request.environ.get("SERVER_SOFTWARE", ""),
         )
 
+    from sample_app import jobs
+
+    app.register_blueprint(jobs.blueprint)
+    app.cli.add_command(jobs.cli)
     return app
