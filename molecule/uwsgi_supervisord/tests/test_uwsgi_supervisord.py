@@ -2,8 +2,11 @@
 
 The checks every uWSGI topology passes come from uwsgi_topology_checks; this module adds what
 is particular to supervisord and the prefix. converge.yml also runs Gunicorn as a second
-supervisord program on 127.0.0.1:8002, and the inventory declares a third (a stand-in worker).
+supervisord program on 127.0.0.1:8002, and the inventory declares a third (a stand-in worker)
+and the sample app's worker (flask_app_processes), a fourth.
 """
+
+import time
 
 import requests
 
@@ -13,12 +16,23 @@ from uwsgi_topology_checks import APP, SERVICE
 
 GUNICORN = f"gunicorn-{APP}"
 WORKER = "sample-worker"
+APP_WORKER = f"{APP}-worker-1"
 CONVERGE = str(PROJECT_DIR / "molecule" / "uwsgi_supervisord" / "converge.yml")
 
 
 def program_pids(host):
     """The pid of each supervisord program (dict of name to int)."""
-    return {name: int(host.run(f"supervisorctl pid {name}").stdout) for name in (SERVICE, GUNICORN, WORKER)}
+    return {name: int(host.run(f"supervisorctl pid {name}").stdout) for name in (SERVICE, GUNICORN, WORKER, APP_WORKER)}
+
+
+def job_done_by_the_worker(stack):
+    """Enqueue a job through the front door and return its report once done (or after 30 s)."""
+    job_id = requests.post(stack.url("/jobs"), timeout=5).json()["id"]
+    deadline = time.monotonic() + 30
+    while (job := requests.get(stack.url(f"/jobs/{job_id}"), timeout=5).json())["state"] != "done":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    return job
 
 
 def test_paths_outside_the_prefix_are_not_the_app(host, stack):
@@ -34,7 +48,7 @@ def test_uwsgi_http_socket_listens_on_loopback_only(host):
 
 def test_both_app_servers_run_as_supervisord_programs_with_rotated_logs(host):
     status = host.run("supervisorctl status").stdout
-    assert SERVICE in status and GUNICORN in status and WORKER in status and status.count("RUNNING") == 3
+    assert SERVICE in status and GUNICORN in status and WORKER in status and status.count("RUNNING") == 4
     assert '"server_software":"gunicorn/' in host.run(
         "curl -s -H 'Host: localhost' http://127.0.0.1:8002/app/whoami").stdout.replace(" ", "")
     for name in (SERVICE, GUNICORN):
@@ -65,6 +79,16 @@ def test_a_program_that_runs_the_app_restarts_with_a_new_release(host, stack, tm
     run = run_playbook(stack.playbook, "-e", f"flask_app_source_path={copy_sample_app(tmp_path / 'app', '1.0.7')}")
     assert run.returncode == 0, run.stdout[-3000:]
     after = program_pids(host)
-    assert after[WORKER] != before[WORKER]
+    assert after[WORKER] != before[WORKER] and after[APP_WORKER] != before[APP_WORKER]
     assert (after[SERVICE], after[GUNICORN]) == (before[SERVICE], before[GUNICORN])
     assert requests.get(stack.url("/healthz"), timeout=5).json()["version"] == "1.0.7"
+    assert job_done_by_the_worker(stack)["version"] == "1.0.7"
+
+
+def test_app_worker_is_a_supervisord_program_that_does_jobs_enqueued_through_the_front_door(host, stack):
+    config = host.file(f"/etc/supervisor/conf.d/{APP_WORKER}.conf").content_string
+    assert f"user={APP}" in config and "stopsignal=TERM" in config and "stopwaitsecs=30" in config
+    assert "stopasgroup=false" in config and "startsecs=5" in config
+    assert not host.file(f"/etc/systemd/system/{APP}-worker@.service").exists
+    job = job_done_by_the_worker(stack)
+    assert job["pid"] == program_pids(host)[APP_WORKER]
