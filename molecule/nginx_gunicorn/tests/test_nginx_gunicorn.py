@@ -397,7 +397,8 @@ def test_redeploy_lets_the_running_job_finish_and_moves_the_worker(host, redeplo
     finished = wait_for_job(running["id"])
     # The worker of 1.0.0 finished it (molecule.yml gives it stop_timeout 20 s), none did it again.
     assert finished["state"] == "done" and finished["pid"] == running["pid"], finished
-    print(f"job in progress at the deploy: {finished['done_at'] - finished['started_at']:.1f} s, finished by its worker")
+    print(f"redeploy with a worker: {len(redeploy.poller.failures)} failed of {redeploy.poller.total} requests;"
+          f" the job in progress took {finished['done_at'] - finished['started_at']:.1f} s, finished by its worker")
     job = wait_for_job(enqueue())
     assert job["state"] == "done" and job["version"] == "1.0.1" and job["pid"] != running["pid"]
 
