@@ -116,7 +116,7 @@ def build(path):
 
 
 @cli.command("work")
-@click.option("--poll", default=0.2, show_default=True, help="Seconds between looks at an empty queue.")
+@click.option("--poll", default=0.5, show_default=True, help="Seconds between looks at an empty queue.")
 def work(poll):
     """Do queued jobs one at a time until SIGTERM, which lets the job in progress finish."""
     stopping = []
