@@ -328,8 +328,7 @@ def redeploy(host, tmp_path_factory):
     stylesheet.write_text(stylesheet.read_text(encoding="utf-8") + "\n/* release 1.0.1 */\n", encoding="utf-8")
     secret = f"rotated-{uuid.uuid4().hex}"
     releases_before = set(host.file(RELEASES).listdir())
-    # A job that is running when the deploy begins, on the worker of 1.0.0.
-    running_job = wait_for_job(enqueue(seconds=8), state="running")
+    worker_before = wait_for_job(enqueue())
     with Poller(FRONT_DOOR + "/healthz") as poller:
         run = run_playbook(
             "flaskstack.deploy.nginx_gunicorn", "-e", f"flask_app_source_path={source}", "--diff", "-v",
@@ -340,7 +339,7 @@ def redeploy(host, tmp_path_factory):
         )
     return SimpleNamespace(run=run, poller=poller, stylesheet_url=stylesheet_url, validators=validators,
                            revalidated_before=revalidated_before, secret=secret, releases_before=releases_before,
-                           releases_after=set(host.file(RELEASES).listdir()), running_job=running_job)
+                           releases_after=set(host.file(RELEASES).listdir()), worker_before=worker_before)
 
 
 def test_redeploy_from_installed_collection_has_no_failed_request(host, redeploy):
@@ -390,17 +389,35 @@ def test_secret_reaches_a_pre_activation_command_only_through_its_environment(ho
     assert redeploy.secret not in host.run("journalctl --no-pager -o cat").stdout
 
 
-def test_redeploy_lets_the_running_job_finish_and_moves_the_worker(host, redeploy):
+def test_redeploy_moves_the_worker_to_the_new_release(host, redeploy):
     assert redeploy.run.returncode == 0, redeploy.run.stdout[-3000:]
-    running = redeploy.running_job
-    assert running["state"] == "running" and running["version"] == "1.0.0"
-    finished = wait_for_job(running["id"])
-    # The worker of 1.0.0 finished it (molecule.yml gives it stop_timeout 20 s), none did it again.
-    assert finished["state"] == "done" and finished["pid"] == running["pid"], finished
-    print(f"redeploy with a worker: {len(redeploy.poller.failures)} failed of {redeploy.poller.total} requests;"
-          f" the job in progress took {finished['done_at'] - finished['started_at']:.1f} s, finished by its worker")
+    print(f"redeploy with a worker: {len(redeploy.poller.failures)} failed of {redeploy.poller.total} requests")
+    before = redeploy.worker_before
+    assert before["version"] == "1.0.0"
     job = wait_for_job(enqueue())
-    assert job["state"] == "done" and job["version"] == "1.0.1" and job["pid"] != running["pid"]
+    assert job["state"] == "done" and job["version"] == "1.0.1" and job["pid"] != before["pid"]
+    assert job["cwd"] == host.run(f"readlink -f /srv/{APP}/current/app").stdout.strip() != before["cwd"]
+
+
+def test_worker_restart_lets_the_job_in_progress_finish(host):
+    """The restart a deploy makes: the stop signal reaches the worker, which finishes its job first.
+
+    molecule.yml gives the worker stop_timeout 20 s: a shorter one, or a stop that killed the job,
+    would leave it unfinished or done by the next worker.
+    """
+    unit = f"{APP}-worker@1.service"
+    running = wait_for_job(enqueue(seconds=6), state="running")
+    assert running["state"] == "running", running
+    began = time.time()  # the container shares the host's clock
+    assert host.run(f"systemctl restart {unit}").rc == 0
+    returned = time.time()
+    finished = wait_for_job(running["id"])
+    assert finished["state"] == "done" and finished["pid"] == running["pid"], finished
+    # The restart returned only once the job was done: the old worker was given the time it needed.
+    assert finished["done_at"] - finished["started_at"] >= 6 and began < finished["done_at"] <= returned, finished
+    print(f"job in progress at the restart: {finished['done_at'] - began:.1f} s of it left,"
+          f" the restart took {returned - began:.1f} s")
+    assert wait_for_job(enqueue())["pid"] != running["pid"]
 
 
 def test_worker_that_crashes_on_the_new_release_rolls_back_web_and_worker(host, tmp_path):
