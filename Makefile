@@ -45,8 +45,9 @@ lint: venv
 unit: venv
 	pytest -q sample_app/tests tests/test_roles.py
 
-# PYTEST_WORKERS=2 runs two scenarios at once (a scenario mostly waits on one container): 42 min
-# instead of about 60 measured, but one of two such runs had a flake (one truncated response
+# PYTEST_WORKERS=2 runs two scenarios at once (a scenario mostly waits on one container): 51 min
+# instead of an estimated 75 (before the app-processes tests: 42 against 60 measured), but one
+# of the first two such runs had a flake (one truncated response
 # during a graceful reload under full CPU), so the default stays one at a time. Each Molecule
 # scenario and the real-servers test is an xdist group that one worker runs whole, longest first
 # (tests/conftest.py).
