@@ -45,13 +45,11 @@ lint: venv
 unit: venv
 	pytest -q sample_app/tests tests/test_roles.py
 
-# PYTEST_WORKERS=2 runs two scenarios at once (a scenario mostly waits on one container): 51 min
-# instead of an estimated 75 (before the app-processes tests: 42 against 60 measured), but one
-# of the first two such runs had a flake (one truncated response
-# during a graceful reload under full CPU), so the default stays one at a time. Each Molecule
-# scenario and the real-servers test is an xdist group that one worker runs whole, longest first
-# (tests/conftest.py).
-PYTEST_WORKERS ?= 0
+# Two scenarios at once on pytest-xdist workers (a scenario mostly waits on one container): about
+# 48 min against 76 one at a time (CI, 2026-11-30). PYTEST_WORKERS=0 runs one at a time. Each
+# Molecule scenario and the real-servers test is an xdist group that one worker runs whole,
+# longest first (tests/conftest.py).
+PYTEST_WORKERS ?= 2
 PYTEST_XDIST := -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 TESTS := tests sample_app/tests
 

@@ -6,14 +6,15 @@ groups go longest first: the two workers then end close together.
 """
 
 # Minutes each group took in a profiled `make test PYTEST_WORKERS=2` (benchmarks/profile_tests.py
-# and the real-servers test's step timings). Tests outside these groups come after them, in file order.
+# and the real-servers test's step timings), less the playbook runs since merged into others.
+# Tests outside these groups come after them, in file order.
 GROUP_MINUTES = {
-    "nginx_gunicorn": 21.5,
-    "haproxy_cluster": 18.7,
-    "apache_modwsgi": 11.2,
-    "uwsgi_supervisord": 8.5,
+    "nginx_gunicorn": 31.5,
+    "haproxy_cluster": 24.3,
+    "uwsgi_supervisord": 11.6,
+    "apache_modwsgi": 10.4,
     "real_servers": 8.3,
-    "nginx_uwsgi": 3.7,
+    "nginx_uwsgi": 3.3,
 }
 
 

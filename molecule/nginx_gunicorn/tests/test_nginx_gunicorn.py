@@ -67,6 +67,14 @@ def wait_for_job(job_id, state="done", seconds=30):
         time.sleep(0.2)
 
 
+def failed_requests(host, poller):
+    """The poller's failures, and with them the end of nginx's error log: why a request got a 502 (str)."""
+    report = f"{len(poller.failures)} of {poller.total} failed: {poller.failures[:5]}"
+    if poller.failures:
+        report += "\nnginx error.log:\n" + host.run("tail -n 20 /var/log/nginx/error.log").stdout
+    return report
+
+
 def live_state(host):
     """What a failed run must leave untouched: site file, Gunicorn config, current release."""
     return {
@@ -281,7 +289,7 @@ def test_release_that_fails_its_health_request_never_goes_live(host, tmp_path):
     assert "GET / " in run.stdout and "status 500" in run.stdout
     assert "RuntimeError: broken release 1.0.5" in run.stdout
     assert live_state(host) == before
-    assert poller.total > 20 and poller.failures == [], f"{len(poller.failures)} of {poller.total} failed"
+    assert poller.total > 20 and poller.failures == [], failed_requests(host, poller)
     assert poller.bodies == [{"status": "ok", "version": "1.0.0"}]
 
 
@@ -314,8 +322,9 @@ def redeploy(host, tmp_path_factory):
     """One code-only redeploy to 1.0.1 that the next tests check, each its own part of it.
 
     From the collection built and installed as a user would (no ansible.cfg), under a polling
-    client, with a pre-activation command, a changed stylesheet, and a rotated secret with
-    ``--diff -v``. Before it: the stylesheet's validators, and the answer to them (304).
+    client, from a commit of a git repository, with a pre-activation command, a changed
+    stylesheet, and a rotated secret with ``--diff -v``. Before it: the stylesheet's validators,
+    and the answer to them (304).
     """
     workdir = tmp_path_factory.mktemp("redeploy")
     stylesheet_url = FRONT_DOOR + "/static/style.css"
@@ -326,12 +335,19 @@ def redeploy(host, tmp_path_factory):
     source = copy_sample_app(workdir / "app", "1.0.1")
     stylesheet = source / "src" / APP / "static" / "style.css"
     stylesheet.write_text(stylesheet.read_text(encoding="utf-8") + "\n/* release 1.0.1 */\n", encoding="utf-8")
+    git = ["git", "-c", "user.name=flaskstack", "-c", "user.email=ci@flaskstack.invalid"]
+    subprocess.run(git + ["init", "-q", "-b", "main", str(source)], check=True)
+    subprocess.run(git + ["-C", str(source), "add", "-A"], check=True)
+    subprocess.run(git + ["-C", str(source), "commit", "-q", "-m", "sample app 1.0.1"], check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(source), str(workdir / "sample.git")], check=True)
+    subprocess.run(["docker", "cp", str(workdir / "sample.git"), f"{CONTAINER}:/srv/sample.git"], check=True)
     secret = f"rotated-{uuid.uuid4().hex}"
     releases_before = set(host.file(RELEASES).listdir())
     worker_before = wait_for_job(enqueue())
     with Poller(FRONT_DOOR + "/healthz") as poller:
         run = run_playbook(
-            "flaskstack.deploy.nginx_gunicorn", "-e", f"flask_app_source_path={source}", "--diff", "-v",
+            "flaskstack.deploy.nginx_gunicorn", "--diff", "-v", "-e", "flask_app_source_type=git",
+            "-e", "flask_app_git_repo=file:///srv/sample.git", "-e", "flask_app_git_version=main",
             "-e", json.dumps({"flask_app_pre_activate_commands": ["touch instance/activated-1.0.1", SPY_COMMAND],
                               "flask_app_secret_environment": {"FLASK_SECRET_KEY": secret}}),
             cwd=workdir,
@@ -346,13 +362,21 @@ def test_redeploy_from_installed_collection_has_no_failed_request(host, redeploy
     run, poller = redeploy.run, redeploy.poller
     assert run.returncode == 0, run.stdout[-3000:]
     assert poller.total > 50, "the poller must have run during the deploy"
-    assert poller.failures == [], f"{len(poller.failures)} of {poller.total} failed: {poller.failures[:5]}"
+    assert poller.failures == [], failed_requests(host, poller)
     assert poller.bodies[0]["version"] == "1.0.0"
     assert poller.bodies[-1] == {"status": "ok", "version": "1.0.1"}
     assert requests.get(FRONT_DOOR + "/healthz", timeout=5).json()["version"] == "1.0.1"
     # The pre-activation command ran as the app user, in the release, writing to shared data.
     marker = host.file(f"/srv/{APP}/shared/instance/activated-1.0.1")
     assert marker.exists and marker.user == APP
+
+
+def test_redeploy_deploys_a_git_commit_without_its_metadata(host, redeploy):
+    assert redeploy.run.returncode == 0, redeploy.run.stdout[-3000:]
+    assert host.file(f"/srv/{APP}/current/app/pyproject.toml").exists
+    assert not host.file(f"/srv/{APP}/current/app/.git").exists
+    # The job done before the redeploy is in the queue, in the shared data the new release sees.
+    assert wait_for_job(redeploy.worker_before["id"])["state"] == "done", "shared data survives releases"
 
 
 def test_redeploy_removes_no_release_below_the_limit(host, redeploy):
@@ -436,7 +460,7 @@ def test_worker_that_crashes_on_the_new_release_rolls_back_web_and_worker(host, 
     assert "Rolled back: current points at" in run.stdout
     assert live_state(host) == before
     print(f"crashing worker: {len(poller.failures)} failed of {poller.total} requests")
-    assert poller.total > 20 and poller.failures == [], f"{len(poller.failures)} of {poller.total} failed"
+    assert poller.total > 20 and poller.failures == [], failed_requests(host, poller)
     job = wait_for_job(enqueue())
     assert job["state"] == "done" and job["version"] == version, "the worker is back on the live release"
 
@@ -448,7 +472,7 @@ def test_rollback_playbook_returns_to_the_previous_release(host):
     with Poller(FRONT_DOOR + "/healthz") as poller:
         run = run_playbook(str(PROJECT_DIR / "playbooks" / "rollback.yml"))
     assert run.returncode == 0, run.stdout[-3000:]
-    assert poller.total > 20 and poller.failures == [], f"{len(poller.failures)} of {poller.total} failed"
+    assert poller.total > 20 and poller.failures == [], failed_requests(host, poller)
     assert poller.bodies[-1] == {"status": "ok", "version": "1.0.0"}
     assert host.file(f"/srv/{APP}/current").linked_to == previous
     assert host.file(f"/srv/{APP}/previous").linked_to == live, "rolling back again returns"
@@ -528,7 +552,11 @@ def test_dependency_built_from_source_needs_its_build_packages_listed(host, tmp_
 
 
 def test_pip_source_deploys_a_requirement_spec(host, tmp_path):
-    """Right after the plain app (which has no /healthz): this deploy is not polled, the next one is."""
+    """Right after the plain app, polled on /, which both apps answer (the plain app has no /healthz).
+
+    With no source tree on disk the site loses its static location: nginx reloads in this deploy
+    too, beside Gunicorn.
+    """
     source = copy_sample_app(tmp_path / "app", "3.0.0")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "wheels"), str(source)],
@@ -536,37 +564,20 @@ def test_pip_source_deploys_a_requirement_spec(host, tmp_path):
     )
     wheel = next((tmp_path / "wheels").glob("flaskstack_sample_app-3.0.0-*.whl"))
     subprocess.run(["docker", "cp", str(wheel), f"{CONTAINER}:/srv/{wheel.name}"], check=True)
-    run = run_playbook(
-        PLAYBOOK, "-e", "flask_app_source_type=pip",
-        "-e", json.dumps({"flask_app_pip_spec": f"flaskstack-sample-app @ file:///srv/{wheel.name}"}),
-    )
+    site_before = host.file(SITE_FILE).sha256sum
+    with Poller(FRONT_DOOR + "/") as poller:
+        run = run_playbook(
+            PLAYBOOK, "-e", "flask_app_source_type=pip",
+            "-e", json.dumps({"flask_app_pip_spec": f"flaskstack-sample-app @ file:///srv/{wheel.name}"}),
+        )
     assert run.returncode == 0, run.stdout[-3000:]
+    assert host.file(SITE_FILE).sha256sum != site_before, "nginx's site changed, and nginx reloaded"
+    assert poller.total > 20 and poller.failures == [], failed_requests(host, poller)
     assert requests.get(FRONT_DOOR + "/healthz", timeout=5).json()["version"] == "3.0.0"
     # No source tree on disk: nginx hands static files to the app.
     assert "flaskstack sample stylesheet" in requests.get(FRONT_DOOR + "/static/style.css", timeout=5).text
     # The worker the plain app dropped is back, on this release.
     assert wait_for_job(enqueue())["version"] == "3.0.0"
-
-
-def test_git_source_deploys_a_commit_without_its_metadata(host, tmp_path):
-    work = copy_sample_app(tmp_path / "work", "2.0.0")
-    git = ["git", "-c", "user.name=flaskstack", "-c", "user.email=ci@flaskstack.invalid"]
-    subprocess.run(git + ["init", "-q", "-b", "main", str(work)], check=True)
-    subprocess.run(git + ["-C", str(work), "add", "-A"], check=True)
-    subprocess.run(git + ["-C", str(work), "commit", "-q", "-m", "sample app 2.0.0"], check=True)
-    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(tmp_path / "sample.git")], check=True)
-    subprocess.run(["docker", "cp", str(tmp_path / "sample.git"), f"{CONTAINER}:/srv/sample.git"], check=True)
-    with Poller(FRONT_DOOR + "/healthz") as poller:
-        run = run_playbook(
-            PLAYBOOK, "-e", "flask_app_source_type=git",
-            "-e", "flask_app_git_repo=file:///srv/sample.git", "-e", "flask_app_git_version=main",
-        )
-    assert run.returncode == 0, run.stdout[-3000:]
-    assert poller.failures == [], f"{len(poller.failures)} of {poller.total} failed: {poller.failures[:5]}"
-    assert requests.get(FRONT_DOOR + "/healthz", timeout=5).json()["version"] == "2.0.0"
-    assert host.file(f"/srv/{APP}/current/app/pyproject.toml").exists
-    assert not host.file(f"/srv/{APP}/current/app/.git").exists
-    assert host.file(f"/srv/{APP}/current/app/instance/activated-1.0.1").exists, "shared data survives releases"
 
 
 def test_control_stop_start_is_seen_as_downtime(host):
