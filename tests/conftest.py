@@ -5,16 +5,16 @@ A worker is handed its next group when it starts the one before (xdist keeps two
 groups go longest first: the two workers then end close together.
 """
 
-# Minutes each group took in a profiled `make test PYTEST_WORKERS=2` (benchmarks/profile_tests.py
-# and the real-servers test's step timings), less the playbook runs since merged into others.
-# Tests outside these groups come after them, in file order.
+# Minutes each group took in the last `make test` on two workers (benchmarks/profile_tests.py and,
+# for the real-servers test, the time its worker spent on it). Tests outside these groups come
+# after them, in file order.
 GROUP_MINUTES = {
-    "nginx_gunicorn": 31.5,
-    "haproxy_cluster": 24.3,
-    "uwsgi_supervisord": 11.6,
-    "apache_modwsgi": 10.4,
-    "real_servers": 8.3,
-    "nginx_uwsgi": 3.3,
+    "nginx_gunicorn": 30.4,
+    "haproxy_cluster": 22.5,
+    "apache_modwsgi": 13.4,
+    "uwsgi_supervisord": 9.8,
+    "real_servers": 9.5,
+    "nginx_uwsgi": 4.9,
 }
 
 
