@@ -14,5 +14,8 @@ from uwsgi_topology_checks import Stack  # noqa: E402  (importable only after th
 
 @pytest.fixture(scope="session")
 def stack():
-    """nginx uwsgi_pass over a unix socket to uWSGI under systemd, at the site root."""
-    return Stack(topology="nginx_uwsgi", container="flaskstack-nginx-uwsgi", port=18081, prefix="", manager="systemd")
+    """nginx uwsgi_pass over a unix socket to uWSGI under systemd, at the site root, with PostgreSQL and Redis."""
+    return Stack(
+        topology="nginx_uwsgi", container="flaskstack-nginx-uwsgi", port=18081, prefix="", manager="systemd",
+        steady_processes=("postgres", "redis-server"),
+    )

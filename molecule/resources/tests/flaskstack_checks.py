@@ -30,10 +30,12 @@ class Poller:
     :param float interval: seconds between the start of one request and the next (0 = back to
         back), which bounds the rate, for example below a rate limit.
     :param verify: requests' ``verify``: True, False, or a CA bundle's path (for HTTPS URLs).
+    :param str method: the HTTP method, GET by default (POST for a URL that writes, such as /jobs).
     """
 
-    def __init__(self, url, timeout=5.0, max_seconds=600.0, max_requests=200_000, interval=0.0, verify=True):
+    def __init__(self, url, timeout=5.0, max_seconds=600.0, max_requests=200_000, interval=0.0, verify=True, method="GET"):
         self.url = url
+        self.method = method
         self.verify = verify
         self.interval = interval
         self.timeout = timeout
@@ -57,12 +59,12 @@ class Poller:
     def _request(self):
         try:
             # A new connection per request: connection refusals must show too.
-            response = requests.get(
-                self.url, timeout=self.timeout, headers={"Connection": "close"}, verify=self.verify)
+            response = requests.request(
+                self.method, self.url, timeout=self.timeout, headers={"Connection": "close"}, verify=self.verify)
         except requests.RequestException as error:
             self.failures.append(repr(error))
             return
-        if response.status_code == 200:
+        if response.status_code in (200, 202):
             self.ok += 1
             body = response.json() if "json" in response.headers.get("Content-Type", "") else None
             if not self.bodies or self.bodies[-1] != body:

@@ -25,16 +25,6 @@ def program_pids(host, names=(SERVICE, GUNICORN, WORKER)):
     return {name: int(host.run(f"supervisorctl pid {name}").stdout) for name in names}
 
 
-def job_done_by_the_worker(stack):
-    """Enqueue a job through the front door and return its report once done (or after 30 s)."""
-    job_id = requests.post(stack.url("/jobs"), timeout=5).json()["id"]
-    deadline = time.monotonic() + 30
-    while (job := requests.get(stack.url(f"/jobs/{job_id}"), timeout=5).json())["state"] != "done":
-        assert time.monotonic() < deadline, job
-        time.sleep(0.2)
-    return job
-
-
 def test_paths_outside_the_prefix_are_not_the_app(host, stack):
     assert requests.get(f"http://127.0.0.1:{stack.port}/whoami", timeout=5).status_code == 404
     assert requests.get(f"http://127.0.0.1:{stack.port}/app", timeout=5).status_code != 404

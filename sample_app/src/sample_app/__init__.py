@@ -47,6 +47,7 @@ def wsgi_server(environ) -> str:
         return "uWSGI/" + (version.decode() if isinstance(version, bytes) else str(version))
     return environ.get("SERVER_SOFTWARE", "")
 
+
 def create_app(test_config: "dict | None" = None) -> Flask:
     """Build the Flask application (the factory behind ``sample_app:create_app()``).
 
@@ -61,6 +62,9 @@ def create_app(test_config: "dict | None" = None) -> Flask:
         SECRET_KEY="dev-only-not-secret",
         APP_VERSION=installed_version(),
         JOBS_DATABASE=os.path.join("instance", "jobs.sqlite3"),
+        # The names PaaS and the flaskstack.deploy roles give them; unset means SQLite and no Redis.
+        DATABASE_URL=os.environ.get("DATABASE_URL"),
+        REDIS_URL=os.environ.get("REDIS_URL"),
     )
     app.config.from_prefixed_env()
     if test_config:
