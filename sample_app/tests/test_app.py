@@ -99,4 +99,5 @@ def test_job_enqueued_over_http_is_done_by_the_worker_command(tmp_path, monkeypa
     assert runner.invoke(args=["jobs", "tick"]).exit_code == 0
     assert [tick["finished_at"] is not None for tick in client.get("/ticks").get_json()] == [True]
     assert runner.invoke(args=["jobs", "build", "info.json"]).exit_code == 0
+    assert runner.invoke(args=["jobs", "heads"]).output == runner.invoke(args=["jobs", "current"]).output == "1 (head)\n"
     assert (tmp_path / "info.json").read_text(encoding="utf-8").startswith('{"version": ')

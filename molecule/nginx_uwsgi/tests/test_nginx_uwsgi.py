@@ -11,7 +11,7 @@ import time
 
 import requests
 
-from flaskstack_checks import PROJECT_DIR, Poller, run_playbook
+from flaskstack_checks import PROJECT_DIR, Poller, copy_sample_app, run_playbook
 from uwsgi_topology_checks import *  # noqa: F401,F403  (the shared tests, collected here)
 from uwsgi_topology_checks import APP, job_done_by_the_worker
 
@@ -21,6 +21,7 @@ REDIS_PASSWORD = "molecule-only-redis-password"
 QUEUE_KEY = "sample_app:jobs"
 BACKUP_DIR = f"/var/backups/postgresql/{APP}"
 BACKUP_UNIT = "flaskstack-postgresql-backup"
+ROLLBACK = str(PROJECT_DIR / "playbooks" / "rollback.yml")
 
 
 def dumps(host):
@@ -125,6 +126,25 @@ def test_app_comes_back_by_itself_after_postgresql_and_redis_restart(host, stack
     assert job_done_by_the_worker(stack)["state"] == "done"
     summary = requests.get(stack.url("/jobs"), timeout=5).json()
     print(f"jobs after both restarts: {summary['states']}")
+
+
+def test_rollback_past_a_migration_stops_and_names_both_revisions(host, stack, tmp_path):
+    """Release 1.0.2 migrates the schema to revision 2: going back to code that expects 1 needs a yes."""
+    source = copy_sample_app(tmp_path / "app", "1.0.2")
+    jobs = source / "src" / APP / "jobs.py"
+    jobs.write_text(jobs.read_text(encoding="utf-8").replace('SCHEMA_REVISION = "1"', 'SCHEMA_REVISION = "2"'), encoding="utf-8")
+    deploy = run_playbook(stack.playbook, "-e", f"flask_app_source_path={source}")
+    assert deploy.returncode == 0, deploy.stdout[-3000:]
+    assert psql(host, "SELECT revision FROM schema_revision").stdout.strip() == "2"
+    live = host.file(f"/srv/{APP}/current").linked_to
+    refused = run_playbook(ROLLBACK)
+    message = " ".join(refused.stdout.split())
+    assert refused.returncode != 0 and "expects schema revision 1, the database is at 2" in message, refused.stdout[-3000:]
+    assert host.file(f"/srv/{APP}/current").linked_to == live
+    assert requests.get(stack.url("/healthz"), timeout=5).json()["version"] == "1.0.2"
+    forced = run_playbook(ROLLBACK, "-e", "flask_app_rollback_ignore_schema=true")
+    assert forced.returncode == 0, forced.stdout[-3000:]
+    assert requests.get(stack.url("/healthz"), timeout=5).json()["version"] == "1.0.0"
 
 
 def test_backup_then_damage_then_restore_brings_the_data_back(host, stack):

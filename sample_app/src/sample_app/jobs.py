@@ -29,6 +29,9 @@ blueprint = Blueprint("jobs", __name__)
 
 # The Redis list the web app pushes job ids onto and the worker pops them from.
 QUEUE_KEY = "sample_app:jobs"
+# The schema this code expects, as Alembic's head revision would say it; ``flask jobs migrate``
+# brings the database to it, ``flask jobs heads`` and ``flask jobs current`` print both sides.
+SCHEMA_REVISION = "1"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -54,6 +57,9 @@ CREATE TABLE IF NOT EXISTS migrations (
     ran_at REAL NOT NULL,
     hostname TEXT NOT NULL,
     version TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schema_revision (
+    revision TEXT NOT NULL
 );
 """
 # PostgreSQL's spelling of the same schema: an identity key, and 8-byte floats for the timestamps
@@ -193,6 +199,23 @@ def migrate():
             "INSERT INTO migrations (ran_at, hostname, version) VALUES (?, ?, ?)",
             (time.time(), socket.gethostname(), current_app.config["APP_VERSION"]),
         )
+        database.execute("DELETE FROM schema_revision")
+        database.execute("INSERT INTO schema_revision (revision) VALUES (?)", (SCHEMA_REVISION,))
+
+
+@cli.command("heads")
+def heads():
+    """Print the schema revision this code expects (like ``flask db heads``)."""
+    click.echo(f"{SCHEMA_REVISION} (head)")
+
+
+@cli.command("current")
+def current():
+    """Print the database's schema revision (like ``flask db current``); nothing before the first migration."""
+    with Database(current_app) as database:
+        row = database.execute("SELECT revision FROM schema_revision").fetchone()
+    if row:
+        click.echo(f"{row['revision']}{' (head)' if row['revision'] == SCHEMA_REVISION else ''}")
 
 
 @cli.command("build")
