@@ -160,6 +160,7 @@ def test_backup_then_damage_then_restore_brings_the_data_back(host, stack):
     assert (dump_file.user, dump_file.mode) == ("postgres", 0o600) and host.file(BACKUP_DIR).mode == 0o700
     migrations = len(requests.get(stack.url("/migrations"), timeout=5).json())
     assert psql(host, "DROP TABLE jobs").rc == 0
+    assert psql(host, "CREATE TABLE made_after_the_dump (id integer)").rc == 0
     assert requests.get(stack.url(f"/jobs/{job['id']}"), timeout=5).status_code == 500
     started = time.monotonic()
     restore = run_playbook(
@@ -170,6 +171,7 @@ def test_backup_then_damage_then_restore_brings_the_data_back(host, stack):
     assert restore.returncode == 0, restore.stdout[-3000:]
     print(f"backup.yml {backup_seconds:.1f} s, restore.yml {restore_seconds:.1f} s, dump {dump_file.size} bytes")
     assert requests.get(stack.url(f"/jobs/{job['id']}"), timeout=5).json() == job
+    assert psql(host, "SELECT to_regclass('made_after_the_dump') IS NULL").stdout.strip() == "t", "the dump's state, no more"
     # The app's release commands (its migration) ran once, after the restore; the worker and the app write again.
     assert len(requests.get(stack.url("/migrations"), timeout=5).json()) == migrations + 1
     assert job_done_by_the_worker(stack)["state"] == "done"

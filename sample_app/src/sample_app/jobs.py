@@ -136,7 +136,8 @@ def queue(app=None):
         return None
     import redis  # only apps with a REDIS_URL need the client
 
-    return redis.Redis.from_url(url, socket_connect_timeout=10)
+    # A Redis that hangs must not hang the request past the front door's timeout.
+    return redis.Redis.from_url(url, socket_connect_timeout=10, socket_timeout=10)
 
 
 @blueprint.post("/jobs")
@@ -149,7 +150,14 @@ def enqueue():
         ).fetchone()["id"]
     redis_queue = queue()
     if redis_queue is not None:
-        redis_queue.lpush(QUEUE_KEY, job_id)
+        import redis
+
+        try:
+            redis_queue.lpush(QUEUE_KEY, job_id)
+        except redis.RedisError as error:
+            # The job is stored: the worker finds it in the database when its queue is empty. A 500
+            # here would make the client enqueue it twice.
+            current_app.logger.warning("job %s stored, not queued in Redis: %s", job_id, error)
     return jsonify(id=job_id), 202
 
 
