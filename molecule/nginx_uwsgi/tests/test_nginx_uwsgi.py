@@ -128,13 +128,24 @@ def test_app_comes_back_by_itself_after_postgresql_and_redis_restart(host, stack
     print(f"jobs after both restarts: {summary['states']}")
 
 
-def test_rollback_past_a_migration_stops_and_names_both_revisions(host, stack, tmp_path):
-    """Release 1.0.2 migrates the schema to revision 2: going back to code that expects 1 needs a yes."""
+def test_a_migrating_release_with_new_passwords_then_a_rollback_that_needs_a_yes(host, stack, tmp_path):
+    """One deploy serves two checks. Release 1.0.2 migrates the schema to revision 2 and comes with both passwords
+    rotated, in a verbose run with --diff: they appear nowhere in its output and reach the app. Then going back to
+    code that expects revision 1 stops and names both revisions, until the operator says yes."""
+    new_database, new_redis = "rotated-database-password-2", "rotated-redis-password-22"
     source = copy_sample_app(tmp_path / "app", "1.0.2")
     jobs = source / "src" / APP / "jobs.py"
     jobs.write_text(jobs.read_text(encoding="utf-8").replace('SCHEMA_REVISION = "1"', 'SCHEMA_REVISION = "2"'), encoding="utf-8")
-    deploy = run_playbook(stack.playbook, "-e", f"flask_app_source_path={source}")
+    deploy = run_playbook(
+        stack.playbook, "-v", "--diff", "-e", f"flask_app_source_path={source}",
+        "-e", f"sample_app_database_password={new_database}", "-e", f"sample_app_redis_password={new_redis}",
+    )
     assert deploy.returncode == 0, deploy.stdout[-3000:]
+    assert new_database not in deploy.stdout and new_redis not in deploy.stdout
+    assert job_done_by_the_worker(stack)["version"] == "1.0.2"
+    old = psql(host, "SELECT 1", url=f"postgresql://{APP}:{DATABASE_PASSWORD}@localhost/{APP}")
+    assert old.rc != 0 and "password authentication failed" in old.stderr
+    assert "WRONGPASS" in redis_cli(host, "PING", password=REDIS_PASSWORD)
     assert psql(host, "SELECT revision FROM schema_revision").stdout.strip() == "2"
     live = host.file(f"/srv/{APP}/current").linked_to
     refused = run_playbook(ROLLBACK)
@@ -190,18 +201,3 @@ def test_a_failing_backup_is_reported_and_keeps_the_previous_dump(host):
     assert host.run(f"systemctl is-failed {BACKUP_UNIT}.service").stdout.strip() == "failed"
     assert "pg_dump failed" in host.run(f"journalctl --no-pager -o cat -u {BACKUP_UNIT}.service").stdout
     assert dumps(host) == before, "a failed backup must neither add a file nor remove one"
-
-
-def test_changed_passwords_reach_the_app_and_no_output(host, stack):
-    """Both passwords rotated in a verbose run with --diff: they appear nowhere in its output."""
-    new_database, new_redis = "rotated-database-password-2", "rotated-redis-password-22"
-    run = run_playbook(
-        stack.playbook, "-v", "--diff",
-        "-e", f"sample_app_database_password={new_database}", "-e", f"sample_app_redis_password={new_redis}",
-    )
-    assert run.returncode == 0, run.stdout[-3000:]
-    assert new_database not in run.stdout and new_redis not in run.stdout
-    assert job_done_by_the_worker(stack)["state"] == "done"
-    old = psql(host, "SELECT 1", url=f"postgresql://{APP}:{DATABASE_PASSWORD}@localhost/{APP}")
-    assert old.rc != 0 and "password authentication failed" in old.stderr
-    assert "WRONGPASS" in redis_cli(host, "PING", password=REDIS_PASSWORD)
