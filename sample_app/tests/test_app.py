@@ -101,3 +101,18 @@ def test_job_enqueued_over_http_is_done_by_the_worker_command(tmp_path, monkeypa
     assert runner.invoke(args=["jobs", "build", "info.json"]).exit_code == 0
     assert runner.invoke(args=["jobs", "heads"]).output == runner.invoke(args=["jobs", "current"]).output == "1 (head)\n"
     assert (tmp_path / "info.json").read_text(encoding="utf-8").startswith('{"version": ')
+
+
+def test_session_counts_visits_only_with_the_key_that_signed_it():
+    client = create_app({"TESTING": True, "SECRET_KEY": "the-shared-key"}).test_client()
+    assert [client.get("/session").get_json()["visits"] for _ in range(3)] == [1, 2, 3]
+    cookie = client.get_cookie("session").value
+
+    def next_visit_on_a_host_with(key):
+        other = create_app({"TESTING": True, "SECRET_KEY": key}).test_client()
+        other.set_cookie("session", cookie)
+        return other.get("/session").get_json()["visits"]
+
+    # Another host with the same key goes on counting; one with another key starts over.
+    assert next_visit_on_a_host_with("the-shared-key") == 4
+    assert next_visit_on_a_host_with("another-key") == 1

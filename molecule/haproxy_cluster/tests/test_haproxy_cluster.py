@@ -25,6 +25,11 @@ testinfra_hosts = ["ansible://flaskstack-lb"]
 FRONT_DOOR = "http://127.0.0.1:18084"
 LB = "flaskstack-lb"
 NODES = ["flaskstack-node1", "flaskstack-node2", "flaskstack-node3"]
+DB = "flaskstack-db"
+# molecule.yml's fixed addresses on the cluster network, and its molecule-only passwords.
+DB_ADDRESS = "172.30.84.20"
+DATABASE_PASSWORD = "molecule-only-database-password"
+REDIS_PASSWORD = "molecule-only-redis-password"
 APP = "sample_app"
 CONFIG = "/etc/haproxy/haproxy.cfg"
 PLAYBOOK = str(PROJECT_DIR / "playbooks" / "haproxy_cluster.yml")
@@ -105,6 +110,70 @@ def node_versions():
     return {name: version_on(name) for name in NODES}
 
 
+def on_node(name, path):
+    """GET ``path`` from node ``name``'s own nginx, around the load balancer: (HTTP status, the JSON body or None)."""
+    answer = subprocess.run(
+        ["docker", "exec", name, "curl", "-s", "-w", "\\n%{http_code}", "-H", "Host: localhost", f"http://127.0.0.1{path}"],
+        stdout=subprocess.PIPE, text=True, check=False,
+    ).stdout
+    body, _, status = answer.rpartition("\n")
+    try:
+        return int(status or 0), json.loads(body)
+    except ValueError:
+        return int(status or 0), None
+
+
+def job_through_the_front_door():
+    """Enqueue a job through the load balancer (a row in the shared PostgreSQL); return its id."""
+    answer = requests.post(FRONT_DOOR + "/jobs", timeout=5)
+    assert answer.status_code == 202, answer.text
+    return answer.json()["id"]
+
+
+def assert_every_node_reads_the_job(job_id):
+    """Each node, asked directly, finds the job the load balancer took in."""
+    answers = {name: on_node(name, f"/jobs/{job_id}") for name in NODES}
+    assert all(status == 200 and body["id"] == job_id for status, body in answers.values()), answers
+
+
+def done_by_a_worker(job_id):
+    """The job's report once the worker (on the last node, whichever node queued the job) did it (fails after 30 s)."""
+    deadline = time.monotonic() + 30
+    while (job := requests.get(f"{FRONT_DOOR}/jobs/{job_id}", timeout=5).json())["state"] != "done":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    return job
+
+
+def migrations_of(version):
+    """The release-phase migrations of ``version`` recorded in the shared database, with the node each ran on."""
+    return [row for row in requests.get(FRONT_DOOR + "/migrations", timeout=5).json() if row["version"] == version]
+
+
+def data_service_pids():
+    """{process name: pid of its oldest process} on the database host: PostgreSQL's postmaster, and Redis."""
+    return {name: node(DB).check_output(f"pgrep -o -x {name}") for name in ("postgres", "redis-server")}
+
+
+# How PostgreSQL on the database host answers a client that asks for TLS (SSLRequest) and then,
+# inside TLS, to log in as the app's role into its database: pg_hba.conf decides before any password
+# is asked. Prints the type of the server's first message (R: it asks for the password; E: an
+# error) and its text.
+HBA_PROBE_SCRIPT = """
+import socket, ssl, struct, sys
+server = socket.create_connection((sys.argv[1], 5432), timeout=5)
+server.sendall(struct.pack("!II", 8, 80877103))
+assert server.recv(1) == b"S", "the server refused TLS"
+tls = ssl.create_default_context()
+tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+server = tls.wrap_socket(server)
+body = struct.pack("!I", 196608) + b"user\\0sample_app\\0database\\0sample_app\\0\\0"
+server.sendall(struct.pack("!I", len(body) + 4) + body)
+answer = server.recv(4096)
+print(answer[:1].decode(), answer[5:].decode(errors="replace"))
+"""
+
+
 def test_every_node_is_up_and_answers_in_turn(host):
     assert set(server_status(host).values()) == {"UP"}
     hostnames = [requests.get(FRONT_DOOR + "/whoami", timeout=5).json()["hostname"] for _ in range(12)]
@@ -123,13 +192,57 @@ def test_scheduled_job_runs_on_the_first_node_only(host):
     timers = {name: node(name).file(f"/etc/systemd/system/{APP}-tick.timer").exists for name in NODES}
     assert timers == {"flaskstack-node1": True, "flaskstack-node2": False, "flaskstack-node3": False}
     assert node(NODES[0]).service(f"{APP}-tick.timer").is_running
-    ticks = node(NODES[0]).check_output(
-        f"python3 -c 'import sqlite3; print(sqlite3.connect(\"/srv/{APP}/shared/instance/jobs.sqlite3\")"
-        f".execute(\"SELECT count(*) FROM ticks\").fetchone()[0])'")
-    assert int(ticks) >= 1, "the first node ran the job"
+    # The runs, as the shared database recorded them (read through the load balancer).
+    ticks = requests.get(FRONT_DOOR + "/ticks", timeout=5).json()
+    assert ticks and {tick["hostname"] for tick in ticks} == {NODES[0]}, ticks
     for name in NODES[1:]:
         job_log = node(name).run(f"journalctl --no-pager -o cat -u {APP}-tick.service").stdout.strip()
         assert job_log in ("", "-- No entries --"), f"{name} ran the job: {job_log[:300]}"
+
+
+def test_data_written_through_the_load_balancer_is_read_back_through_every_node_and_done_by_a_worker(host):
+    job_id = job_through_the_front_door()
+    assert_every_node_reads_the_job(job_id)
+    assert done_by_a_worker(job_id)["version"] == "1.0.0"
+    # And through the load balancer, round robin: each node answers one of three requests.
+    assert {requests.get(f"{FRONT_DOOR}/jobs/{job_id}", timeout=5).json()["state"] for _ in NODES} == {"done"}
+
+
+def test_a_session_goes_on_whichever_node_answers(host):
+    """Every node signs with the same secret key: the visit count in the cookie survives the round robin."""
+    client = requests.Session()
+    visits = [client.get(FRONT_DOOR + "/session", timeout=5).json() for _ in range(6)]
+    assert [visit["visits"] for visit in visits] == [1, 2, 3, 4, 5, 6]
+    assert {visit["hostname"] for visit in visits} == set(NODES)
+
+
+def test_database_host_takes_only_the_app_nodes_with_their_password_and_redis_only_its_password(host):
+    # Over TLS, as the app's role: from the load balancer, which is not an app node, refused by
+    # pg_hba.conf before any password; from an app node, asked for the password.
+    probe = f"python3 -c {shlex.quote(HBA_PROBE_SCRIPT)} {DB_ADDRESS}"
+    refused = host.run(probe)
+    assert refused.stdout.startswith("E ") and (
+        'no pg_hba.conf entry for host "172.30.84.10", user "sample_app", database "sample_app", SSL encryption'
+    ) in refused.stdout, refused.stdout + refused.stderr
+    asked = node(NODES[1]).run(probe)
+    assert asked.stdout.startswith("R "), asked.stdout + asked.stderr
+    # From an app node: its password opens the app's database over TLS, a wrong one does not.
+    connect = (f"/srv/{APP}/current/venv/bin/python -c 'import sys, psycopg; "
+               f"print(psycopg.connect(sys.argv[1]).execute(\"SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()\").fetchone()[0])'")
+    right = node(NODES[1]).run(f"{connect} postgresql://{APP}:{DATABASE_PASSWORD}@{DB}/{APP}")
+    assert right.stdout.strip() == "True", right.stderr
+    wrong = node(NODES[1]).run(f"{connect} postgresql://{APP}:not-the-password-at-all@{DB}/{APP}")
+    assert wrong.rc != 0 and "password authentication failed" in wrong.stderr, wrong.stderr
+    # Not without TLS, even with the right password.
+    plain = node(NODES[1]).run(f"{connect} postgresql://{APP}:{DATABASE_PASSWORD}@{DB}/{APP}?sslmode=disable")
+    assert plain.rc != 0 and "no pg_hba.conf entry" in plain.stderr and "no encryption" in plain.stderr, plain.stderr
+    # Not another database, even with the right password.
+    other = node(NODES[1]).run(f"{connect} postgresql://{APP}:{DATABASE_PASSWORD}@{DB}/postgres")
+    assert other.rc != 0 and "no pg_hba.conf entry" in other.stderr, other.stderr
+    # Redis on its private address: nothing without the password.
+    redis_ping = f"redis-cli --no-auth-warning -h {DB_ADDRESS} PING"
+    assert "NOAUTH" in node(DB).run(redis_ping).stdout
+    assert node(DB).run(f"REDISCLI_AUTH={REDIS_PASSWORD} {redis_ping}").stdout.strip() == "PONG"
 
 
 def test_app_sees_the_client_and_the_scheme_haproxy_set(host):
@@ -231,6 +344,8 @@ def rolling_deploy(host, tmp_path_factory):
     """
     source = copy_sample_app(tmp_path_factory.mktemp("rolling") / "app", "1.0.1")
     release_phase_before = sum(release_phase_runs().values())
+    job_before = job_through_the_front_door()
+    data_services_before = data_service_pids()
     started = time.monotonic()
     with polling_the_front_door() as poller:
         first = subprocess.Popen(
@@ -246,7 +361,8 @@ def rolling_deploy(host, tmp_path_factory):
             output = first.communicate(timeout=900)[0]
     return SimpleNamespace(returncode=first.returncode, output=output, poller=poller, second=second,
                            seconds=time.monotonic() - started,
-                           release_phase_runs=sum(release_phase_runs().values()) - release_phase_before)
+                           release_phase_runs=sum(release_phase_runs().values()) - release_phase_before,
+                           job_before=job_before, data_services_before=data_services_before)
 
 
 def test_rolling_deploy_fails_no_request_and_ends_with_every_node_on_the_new_release(host, rolling_deploy):
@@ -268,6 +384,18 @@ def test_second_concurrent_deploy_is_refused_while_the_first_holds_the_lock(host
 def test_release_phase_ran_once_in_the_rolling_deploy(host, rolling_deploy):
     assert rolling_deploy.returncode == 0, rolling_deploy.output[-3000:]
     assert rolling_deploy.release_phase_runs == 1, "the second, refused deploy must not run it either"
+    # Its migration ran once, against the database the nodes share, on the first node.
+    assert [row["hostname"] for row in migrations_of("1.0.1")] == [NODES[0]]
+
+
+def test_data_from_before_the_rolling_deploy_and_after_it_is_read_back_through_every_node(host, rolling_deploy):
+    assert rolling_deploy.returncode == 0, rolling_deploy.output[-3000:]
+    assert_every_node_reads_the_job(rolling_deploy.job_before)
+    job_after = job_through_the_front_door()
+    assert_every_node_reads_the_job(job_after)
+    assert done_by_a_worker(job_after)["version"] == "1.0.1"
+    # The deploy left PostgreSQL and Redis running as they were.
+    assert data_service_pids() == rolling_deploy.data_services_before
 
 
 def test_failing_release_phase_switches_no_node(host, tmp_path):

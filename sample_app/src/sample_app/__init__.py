@@ -3,7 +3,8 @@
 Every route is there to let a test, or an operator, check a property of the
 stack in front of it: ``/`` renders a template with a static stylesheet,
 ``/healthz`` reports liveness and the deployed version, ``/whoami`` reports the
-request as the application sees it after the proxies. ``sample_app.jobs`` adds a job
+request as the application sees it after the proxies, ``/session`` counts a client's visits in
+its signed session cookie (good on every host that shares the secret key). ``sample_app.jobs`` adds a job
 queue with its worker, scheduled job, migration and build step.
 """
 
@@ -12,7 +13,7 @@ import pwd
 import socket
 from importlib import metadata
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, jsonify, render_template, request, session
 
 
 def installed_version() -> str:
@@ -95,6 +96,12 @@ def create_app(test_config: "dict | None" = None) -> Flask:
             wsgi_server=wsgi_server(request.environ),
             server_software=request.environ.get("SERVER_SOFTWARE", ""),
         )
+
+    @app.get("/session")
+    def visits():
+        """Count this client's visits in its session cookie, which only the app's SECRET_KEY signs."""
+        session["visits"] = session.get("visits", 0) + 1
+        return jsonify(visits=session["visits"], hostname=socket.gethostname())
 
     from sample_app import jobs
 
