@@ -317,7 +317,10 @@ def test_a_killed_app_server_comes_back_by_itself(host):
     node3 = node("flaskstack-node3")
     killed = node3.check_output(f"systemctl show -p MainPID --value gunicorn-{APP}.service")
     assert node3.run(f"kill -KILL {killed}").rc == 0
-    with Poller(FRONT_DOOR + "/healthz", max_seconds=30, interval=POLL_INTERVAL) as poller:
+    # A request that HAProxy sends to node3 before its checks fail waits in the app server's socket
+    # (systemd keeps it listening) until Gunicorn is back: a second of RestartSec plus its start,
+    # which once took over 5 s in CI on two busy cores. It must not fail: it may wait up to 15 s.
+    with Poller(FRONT_DOOR + "/healthz", timeout=15, max_seconds=30, interval=POLL_INTERVAL) as poller:
         time.sleep(2)
         took_up = wait_for_status(host, "flaskstack-node3", "UP", 15)
     assert took_up is not None and set(server_status(host).values()) == {"UP"}
