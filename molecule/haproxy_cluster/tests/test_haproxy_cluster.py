@@ -413,6 +413,24 @@ def test_failing_release_phase_switches_no_node(host, tmp_path):
     print(f"failing release phase: 0 failed of {poller.total}")
 
 
+def test_release_failing_its_build_on_one_node_switches_no_node(host, tmp_path):
+    # The release is built on every node before the rollout: one that fails its in-process health
+    # request on node3 alone stops the deploy before node1, built and checked first, switches.
+    broken = break_sample_app(
+        copy_sample_app(tmp_path / "app", "1.0.7"),
+        "if __import__('socket').gethostname() == 'flaskstack-node3' and 'gunicorn.socket' not in request.environ:"
+        " raise RuntimeError('broken on node3')",
+    )
+    with polling_the_front_door() as poller:
+        run = run_playbook(DEPLOY, "-e", f"flask_app_source_path={broken}")
+    assert run.returncode != 0
+    assert "The deploy stopped at flaskstack-node3" in run.stdout, run.stdout[-3000:]
+    assert "It failed in the build: no node switched to it" in run.stdout, run.stdout[-3000:]
+    assert node_versions() == dict.fromkeys(NODES, "1.0.1")
+    assert set(server_status(host).values()) == {"UP"} and not host.file(LOCK).exists
+    assert_no_failed_request(poller)
+
+
 def release_broken_on_node2(workdir):
     """A release 1.0.2 that fails every request under Gunicorn on node2 only: the in-process check passes."""
     return break_sample_app(
