@@ -18,7 +18,9 @@ import pytest
 import requests
 import testinfra
 
-from flaskstack_checks import PROJECT_DIR, Poller, break_sample_app, copy_sample_app, docker_gateway, run_playbook
+from flaskstack_checks import (
+    PROJECT_DIR, Poller, break_sample_app, copy_sample_app, docker_gateway, enqueue_job, run_playbook, wait_for_job,
+)
 
 testinfra_hosts = ["ansible://flaskstack-lb"]
 
@@ -117,26 +119,10 @@ def on_node(name, path):
         return int(status or 0), None
 
 
-def job_through_the_front_door():
-    """Enqueue a job through the load balancer (a row in the shared PostgreSQL); return its id."""
-    answer = requests.post(FRONT_DOOR + "/jobs", timeout=5)
-    assert answer.status_code == 202, answer.text
-    return answer.json()["id"]
-
-
 def assert_every_node_reads_the_job(job_id):
     """Each node, asked directly, finds the job the load balancer took in."""
     answers = {name: on_node(name, f"/jobs/{job_id}") for name in NODES}
     assert all(status == 200 and body["id"] == job_id for status, body in answers.values()), answers
-
-
-def done_by_a_worker(job_id):
-    """The job's report once the worker (on the last node, whichever node queued the job) did it (fails after 30 s)."""
-    deadline = time.monotonic() + 30
-    while (job := requests.get(f"{FRONT_DOOR}/jobs/{job_id}", timeout=5).json())["state"] != "done":
-        assert time.monotonic() < deadline, job
-        time.sleep(0.2)
-    return job
 
 
 def migrations_of(version):
@@ -195,9 +181,10 @@ def test_scheduled_job_runs_on_the_first_node_only(host):
 
 
 def test_data_written_through_the_load_balancer_is_read_back_through_every_node_and_done_by_a_worker(host):
-    job_id = job_through_the_front_door()
+    job_id = enqueue_job(FRONT_DOOR)
     assert_every_node_reads_the_job(job_id)
-    assert done_by_a_worker(job_id)["version"] == "1.0.0"
+    job = wait_for_job(FRONT_DOOR, job_id)
+    assert job["state"] == "done" and job["version"] == "1.0.0", job
     # And through the load balancer, round robin: each node answers one of three requests.
     assert {requests.get(f"{FRONT_DOOR}/jobs/{job_id}", timeout=5).json()["state"] for _ in NODES} == {"done"}
 
@@ -341,7 +328,7 @@ def rolling_deploy(host, tmp_path_factory):
     """
     source = copy_sample_app(tmp_path_factory.mktemp("rolling") / "app", "1.0.1")
     release_phase_before = sum(release_phase_runs().values())
-    job_before = job_through_the_front_door()
+    job_before = enqueue_job(FRONT_DOOR)
     data_services_before = data_service_pids()
     started = time.monotonic()
     with polling_the_front_door() as poller:
@@ -388,9 +375,10 @@ def test_release_phase_ran_once_in_the_rolling_deploy(host, rolling_deploy):
 def test_data_from_before_the_rolling_deploy_and_after_it_is_read_back_through_every_node(host, rolling_deploy):
     assert rolling_deploy.returncode == 0, rolling_deploy.output[-3000:]
     assert_every_node_reads_the_job(rolling_deploy.job_before)
-    job_after = job_through_the_front_door()
+    job_after = enqueue_job(FRONT_DOOR)
     assert_every_node_reads_the_job(job_after)
-    assert done_by_a_worker(job_after)["version"] == "1.0.1"
+    job = wait_for_job(FRONT_DOOR, job_after)
+    assert job["state"] == "done" and job["version"] == "1.0.1", job
     # The deploy left PostgreSQL and Redis running as they were.
     assert data_service_pids() == rolling_deploy.data_services_before
 

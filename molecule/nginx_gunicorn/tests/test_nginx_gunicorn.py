@@ -19,7 +19,8 @@ import requests
 import yaml
 
 from flaskstack_checks import (
-    PROJECT_DIR, Poller, break_sample_app, copy_sample_app, docker_gateway, install_built_collection, run_playbook,
+    PROJECT_DIR, Poller, break_sample_app, copy_sample_app, docker_gateway, enqueue_job, install_built_collection,
+    run_playbook, wait_for_job,
 )
 
 FRONT_DOOR = "http://127.0.0.1:18080"
@@ -48,23 +49,6 @@ app = Flask(__name__)
 def index():
     return jsonify(cwd=os.getcwd(), boot_log=os.path.realpath(os.path.join("logs", "boot.log")))
 """
-
-
-def enqueue(seconds=0.0):
-    """Enqueue a job of the sample app's queue through the front door; returns its id."""
-    response = requests.post(f"{FRONT_DOOR}/jobs?seconds={seconds}", timeout=5)
-    assert response.status_code == 202, response.text
-    return response.json()["id"]
-
-
-def wait_for_job(job_id, state="done", seconds=30):
-    """Poll the job through the front door until it reaches ``state``; returns its last report."""
-    deadline = time.monotonic() + seconds
-    while True:
-        job = requests.get(f"{FRONT_DOOR}/jobs/{job_id}", timeout=5).json()
-        if job["state"] == state or time.monotonic() > deadline:
-            return job
-        time.sleep(0.2)
 
 
 def failed_requests(host, poller):
@@ -197,7 +181,7 @@ def test_build_step_ran_as_the_build_account_and_the_release_is_sealed(host):
 
 
 def test_worker_does_a_job_enqueued_through_the_front_door(host):
-    job = wait_for_job(enqueue())
+    job = wait_for_job(FRONT_DOOR, enqueue_job(FRONT_DOOR))
     assert job["state"] == "done" and job["version"] == "1.0.0"
     assert job["cwd"] == host.run(f"readlink -f /srv/{APP}/current/app").stdout.strip()
     worker = host.service(f"{APP}-worker@1.service")
@@ -343,7 +327,7 @@ def redeploy(host, tmp_path_factory):
     subprocess.run(["docker", "cp", str(workdir / "sample.git"), f"{CONTAINER}:/srv/sample.git"], check=True)
     secret = f"rotated-{uuid.uuid4().hex}"
     releases_before = set(host.file(RELEASES).listdir())
-    worker_before = wait_for_job(enqueue())
+    worker_before = wait_for_job(FRONT_DOOR, enqueue_job(FRONT_DOOR))
     with Poller(FRONT_DOOR + "/healthz") as poller:
         run = run_playbook(
             "flaskstack.deploy.nginx_gunicorn", "--diff", "-v", "-e", "flask_app_source_type=git",
@@ -376,7 +360,7 @@ def test_redeploy_deploys_a_git_commit_without_its_metadata(host, redeploy):
     assert host.file(f"/srv/{APP}/current/app/pyproject.toml").exists
     assert not host.file(f"/srv/{APP}/current/app/.git").exists
     # The job done before the redeploy is in the queue, in the shared data the new release sees.
-    assert wait_for_job(redeploy.worker_before["id"])["state"] == "done", "shared data survives releases"
+    assert wait_for_job(FRONT_DOOR, redeploy.worker_before["id"])["state"] == "done", "shared data survives releases"
 
 
 def test_redeploy_removes_no_release_below_the_limit(host, redeploy):
@@ -418,7 +402,7 @@ def test_redeploy_moves_the_worker_to_the_new_release(host, redeploy):
     print(f"redeploy with a worker: {len(redeploy.poller.failures)} failed of {redeploy.poller.total} requests")
     before = redeploy.worker_before
     assert before["version"] == "1.0.0"
-    job = wait_for_job(enqueue())
+    job = wait_for_job(FRONT_DOOR, enqueue_job(FRONT_DOOR))
     assert job["state"] == "done" and job["version"] == "1.0.1" and job["pid"] != before["pid"]
     assert job["cwd"] == host.run(f"readlink -f /srv/{APP}/current/app").stdout.strip() != before["cwd"]
 
@@ -430,18 +414,18 @@ def test_worker_restart_lets_the_job_in_progress_finish(host):
     would leave it unfinished or done by the next worker.
     """
     unit = f"{APP}-worker@1.service"
-    running = wait_for_job(enqueue(seconds=6), state="running")
+    running = wait_for_job(FRONT_DOOR, enqueue_job(FRONT_DOOR, seconds=6), state="running")
     assert running["state"] == "running", running
     began = time.time()  # the container shares the host's clock
     assert host.run(f"systemctl restart {unit}").rc == 0
     returned = time.time()
-    finished = wait_for_job(running["id"])
+    finished = wait_for_job(FRONT_DOOR, running["id"])
     assert finished["state"] == "done" and finished["pid"] == running["pid"], finished
     # The restart returned only once the job was done: the old worker was given the time it needed.
     assert finished["done_at"] - finished["started_at"] >= 6 and began < finished["done_at"] <= returned, finished
     print(f"job in progress at the restart: {finished['done_at'] - began:.1f} s of it left,"
           f" the restart took {returned - began:.1f} s")
-    assert wait_for_job(enqueue())["pid"] != running["pid"]
+    assert wait_for_job(FRONT_DOOR, enqueue_job(FRONT_DOOR))["pid"] != running["pid"]
 
 
 def test_worker_that_crashes_on_the_new_release_rolls_back_web_and_worker(host, tmp_path):
@@ -461,7 +445,7 @@ def test_worker_that_crashes_on_the_new_release_rolls_back_web_and_worker(host, 
     assert live_state(host) == before
     print(f"crashing worker: {len(poller.failures)} failed of {poller.total} requests")
     assert poller.total > 20 and poller.failures == [], failed_requests(host, poller)
-    job = wait_for_job(enqueue())
+    job = wait_for_job(FRONT_DOOR, enqueue_job(FRONT_DOOR))
     assert job["state"] == "done" and job["version"] == version, "the worker is back on the live release"
 
 
@@ -476,7 +460,7 @@ def test_rollback_playbook_returns_to_the_previous_release(host):
     assert poller.bodies[-1] == {"status": "ok", "version": "1.0.0"}
     assert host.file(f"/srv/{APP}/current").linked_to == previous
     assert host.file(f"/srv/{APP}/previous").linked_to == live, "rolling back again returns"
-    job = wait_for_job(enqueue())
+    job = wait_for_job(FRONT_DOOR, enqueue_job(FRONT_DOOR))
     assert job["state"] == "done" and job["version"] == "1.0.0", "the worker went back with the web app"
 
 
@@ -573,7 +557,7 @@ def test_pip_source_deploys_a_requirement_spec(host, tmp_path):
     # No source tree on disk: nginx hands static files to the app.
     assert "flaskstack sample stylesheet" in requests.get(FRONT_DOOR + "/static/style.css", timeout=5).text
     # The worker the plain app dropped is back, on this release.
-    assert wait_for_job(enqueue())["version"] == "3.0.0"
+    assert wait_for_job(FRONT_DOOR, enqueue_job(FRONT_DOOR))["version"] == "3.0.0"
 
 
 def test_control_stop_start_is_seen_as_downtime(host):

@@ -11,9 +11,9 @@ import time
 
 import requests
 
-from flaskstack_checks import PROJECT_DIR, Poller, copy_sample_app, run_playbook
+from flaskstack_checks import PROJECT_DIR, Poller, copy_sample_app, job_done_by_the_worker, run_playbook
 from uwsgi_topology_checks import *  # noqa: F401,F403  (the shared tests, collected here)
-from uwsgi_topology_checks import APP, job_done_by_the_worker
+from uwsgi_topology_checks import APP
 
 # The inventory's passwords (molecule.yml).
 DATABASE_PASSWORD = "molecule-only-database-password"
@@ -69,7 +69,7 @@ def test_nginx_speaks_the_uwsgi_protocol(host):
 def test_jobs_are_rows_in_postgresql_queued_through_redis(host, stack):
     summary = requests.get(stack.url("/jobs"), timeout=5).json()
     assert (summary["database"], summary["queue"]) == ("postgresql", "redis")
-    job = job_done_by_the_worker(stack)
+    job = job_done_by_the_worker(stack.url(""))
     assert psql(host, f"SELECT state, version FROM jobs WHERE id = {int(job['id'])}").stdout.strip() == "done|1.0.0"
     # The worker popped the id: nothing is left in the list.
     assert redis_cli(host, "LLEN", QUEUE_KEY, password=REDIS_PASSWORD).strip() == "0"
@@ -123,7 +123,7 @@ def test_app_comes_back_by_itself_after_postgresql_and_redis_restart(host, stack
         print(f"restart of {unit}: {len(poller.failures)} of {poller.total} enqueues failed {sorted(set(poller.failures))}")
         assert poller.ok > 0 and requests.post(stack.url("/jobs"), timeout=5).status_code == 202
     # The worker lost its connections: it does jobs again, the ones enqueued above included.
-    assert job_done_by_the_worker(stack)["state"] == "done"
+    assert job_done_by_the_worker(stack.url(""))["state"] == "done"
     summary = requests.get(stack.url("/jobs"), timeout=5).json()
     print(f"jobs after both restarts: {summary['states']}")
 
@@ -142,7 +142,7 @@ def test_a_migrating_release_with_new_passwords_then_a_rollback_that_needs_a_yes
     )
     assert deploy.returncode == 0, deploy.stdout[-3000:]
     assert new_database not in deploy.stdout and new_redis not in deploy.stdout
-    assert job_done_by_the_worker(stack)["version"] == "1.0.2"
+    assert job_done_by_the_worker(stack.url(""))["version"] == "1.0.2"
     old = psql(host, "SELECT 1", url=f"postgresql://{APP}:{DATABASE_PASSWORD}@localhost/{APP}")
     assert old.rc != 0 and "password authentication failed" in old.stderr
     assert "WRONGPASS" in redis_cli(host, "PING", password=REDIS_PASSWORD)
@@ -160,7 +160,7 @@ def test_a_migrating_release_with_new_passwords_then_a_rollback_that_needs_a_yes
 
 def test_backup_then_damage_then_restore_brings_the_data_back(host, stack):
     assert host.run(f"systemctl is-enabled {BACKUP_UNIT}.timer").stdout.strip() == "enabled"
-    job = job_done_by_the_worker(stack)
+    job = job_done_by_the_worker(stack.url(""))
     started = time.monotonic()
     backup = run_playbook(str(PROJECT_DIR / "playbooks" / "backup.yml"))
     backup_seconds = time.monotonic() - started
@@ -185,7 +185,7 @@ def test_backup_then_damage_then_restore_brings_the_data_back(host, stack):
     assert psql(host, "SELECT to_regclass('made_after_the_dump') IS NULL").stdout.strip() == "t", "the dump's state, no more"
     # The app's release commands (its migration) ran once, after the restore; the worker and the app write again.
     assert len(requests.get(stack.url("/migrations"), timeout=5).json()) == migrations + 1
-    assert job_done_by_the_worker(stack)["state"] == "done"
+    assert job_done_by_the_worker(stack.url(""))["state"] == "done"
     assert psql(host, f"SELECT rolcanlogin FROM pg_roles WHERE rolname = '{APP}'").stdout.strip() == "t"
 
 

@@ -92,6 +92,45 @@ class Poller:
         return False
 
 
+def enqueue_job(base_url, seconds=0.0):
+    """Enqueue a job of the sample app's queue through the front door (``POST /jobs``).
+
+    :param str base_url: the app's URL at the front door, prefix included, without a trailing slash.
+    :param float seconds: how long the job runs once a worker takes it.
+    :returns: the job's id (str).
+    :raises AssertionError: when the front door does not answer 202.
+    """
+    response = requests.post(f"{base_url}/jobs?seconds={seconds}", timeout=5)
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def wait_for_job(base_url, job_id, state="done", seconds=30.0):
+    """Ask for a job through the front door until it reaches ``state`` or ``seconds`` have passed.
+
+    :param str base_url: as for :func:`enqueue_job`.
+    :returns: the job's last report (dict), in ``state`` or not: the caller asserts.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        job = requests.get(f"{base_url}/jobs/{job_id}", timeout=5).json()
+        if job["state"] == state or time.monotonic() > deadline:
+            return job
+        time.sleep(0.2)
+
+
+def job_done_by_the_worker(base_url):
+    """Enqueue a job through the front door and return its report once a worker did it.
+
+    :param str base_url: as for :func:`enqueue_job`.
+    :rtype: dict
+    :raises AssertionError: when no worker did it within 30 s.
+    """
+    job = wait_for_job(base_url, enqueue_job(base_url))
+    assert job["state"] == "done", job
+    return job
+
+
 def docker_gateway(container):
     """Return the address a container sees front-door clients come from (its bridge gateway).
 

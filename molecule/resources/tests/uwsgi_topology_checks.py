@@ -15,7 +15,7 @@ import requests
 
 from flaskstack_checks import (
     PROJECT_DIR, Poller, assert_broken_release_is_refused_in_process, assert_release_broken_behind_the_server_is_rolled_back,
-    copy_sample_app, docker_gateway, run_playbook,
+    copy_sample_app, docker_gateway, job_done_by_the_worker, run_playbook,
 )
 
 APP = "sample_app"
@@ -26,7 +26,7 @@ SITE_FILE = f"/etc/nginx/sites-available/{APP}.conf"
 RELOAD_LINE = f"running /srv/{APP}/current/venv/bin/python"
 
 __all__ = [
-    "Stack", "master_pid", "job_done_by_the_worker",
+    "Stack", "master_pid",
     "test_index_links_carry_the_prefix_and_the_stylesheet_comes_from_disk",
     "test_whoami_reports_the_prefix_the_real_client_and_the_scheme",
     "test_forged_host_header_behind_an_absolute_uri_does_not_reach_the_app",
@@ -79,16 +79,6 @@ def master_pid(host, stack):
     else:
         output = host.run(f"supervisorctl pid {SERVICE}").stdout
     return int(output.strip()) if output.strip().isdigit() else 0
-
-
-def job_done_by_the_worker(stack):
-    """Enqueue a job through the front door and return its report once the app's worker did it (or fail after 30 s)."""
-    job_id = requests.post(stack.url("/jobs"), timeout=5).json()["id"]
-    deadline = time.monotonic() + 30
-    while (job := requests.get(stack.url(f"/jobs/{job_id}"), timeout=5).json())["state"] != "done":
-        assert time.monotonic() < deadline, job
-        time.sleep(0.2)
-    return job
 
 
 def oldest_pids(host, names):
@@ -214,7 +204,7 @@ def test_release_that_fails_behind_uwsgi_is_rolled_back(host, stack, tmp_path):
 def test_redeploy_under_polling_has_no_failed_request(host, stack, tmp_path):
     """A graceful reload, not a restart: same master pid, now running in the new release; the data stays."""
     master, reloads = master_pid(host, stack), uwsgi_log(host, stack).count(RELOAD_LINE)
-    job_before, steady = job_done_by_the_worker(stack), oldest_pids(host, stack.steady_processes)
+    job_before, steady = job_done_by_the_worker(stack.url("")), oldest_pids(host, stack.steady_processes)
     with Poller(stack.url("/healthz")) as poller:
         run = run_playbook(stack.playbook, "-e", f"flask_app_source_path={copy_sample_app(tmp_path / 'app', '1.0.1')}")
     assert run.returncode == 0, run.stdout[-3000:]
@@ -226,14 +216,14 @@ def test_redeploy_under_polling_has_no_failed_request(host, stack, tmp_path):
     assert uwsgi_log(host, stack).count(RELOAD_LINE) > reloads
     # Written through the front door before, read through it after; the worker runs the new release.
     assert requests.get(stack.url(f"/jobs/{job_before['id']}"), timeout=5).json() == job_before
-    assert job_done_by_the_worker(stack)["version"] == "1.0.1"
+    assert job_done_by_the_worker(stack.url(""))["version"] == "1.0.1"
     assert 0 not in steady.values() and oldest_pids(host, stack.steady_processes) == steady
 
 
 def test_rollback_playbook_returns_to_the_previous_release(host, stack):
     live, previous = host.file(f"/srv/{APP}/current").linked_to, host.file(f"/srv/{APP}/previous").linked_to
     assert live != previous
-    job_before = job_done_by_the_worker(stack)
+    job_before = job_done_by_the_worker(stack.url(""))
     with Poller(stack.url("/healthz")) as poller:
         run = run_playbook(str(PROJECT_DIR / "playbooks" / "rollback.yml"))
     assert run.returncode == 0, run.stdout[-3000:]

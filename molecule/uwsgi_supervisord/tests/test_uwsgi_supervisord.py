@@ -6,11 +6,10 @@ supervisord program on 127.0.0.1:8002, and the inventory declares a third (a sta
 and the sample app's worker (flask_app_processes), a fourth.
 """
 
-import time
 
 import requests
 
-from flaskstack_checks import PROJECT_DIR, copy_sample_app, run_playbook
+from flaskstack_checks import PROJECT_DIR, copy_sample_app, job_done_by_the_worker, run_playbook
 from uwsgi_topology_checks import *  # noqa: F401,F403  (the shared tests, collected here)
 from uwsgi_topology_checks import APP, SERVICE
 
@@ -76,7 +75,7 @@ def test_a_program_that_runs_the_app_restarts_with_a_new_release(host, stack, tm
     assert (after[SERVICE], after[GUNICORN]) == (before[SERVICE], before[GUNICORN])
     assert requests.get(stack.url("/healthz"), timeout=5).json()["version"] == "1.0.7"
     # The app's worker, removed by the test before, is back with this run, on this release.
-    assert job_done_by_the_worker(stack)["version"] == "1.0.7"
+    assert job_done_by_the_worker(stack.url(""))["version"] == "1.0.7"
 
 
 def test_app_worker_is_a_supervisord_program_that_does_jobs_enqueued_through_the_front_door(host, stack):
@@ -84,5 +83,5 @@ def test_app_worker_is_a_supervisord_program_that_does_jobs_enqueued_through_the
     assert f"user={APP}" in config and "stopsignal=TERM" in config and "stopwaitsecs=30" in config
     assert "stopasgroup=false" in config and "startsecs=5" in config
     assert not host.file(f"/etc/systemd/system/{APP}-worker@.service").exists
-    job = job_done_by_the_worker(stack)
+    job = job_done_by_the_worker(stack.url(""))
     assert job["pid"] == program_pids(host, [APP_WORKER])[APP_WORKER]
