@@ -43,7 +43,7 @@ lint: venv
 	ansible-lint
 
 unit: venv
-	pytest -q sample_app/tests tests/test_roles.py
+	pytest -q sample_app/tests tests/test_roles.py tests/test_playbooks.py
 
 # Two scenarios at once on pytest-xdist workers (a scenario mostly waits on one container): 50 min
 # from a clean clone with the images cached, against 76 one at a time (CI, 2026-11-30).
