@@ -125,6 +125,7 @@ CLUSTER_INVENTORY = f"""---
 all:
   vars:
     ansible_connection: community.docker.docker
+    sandbox_ansible_bytecode_cache: false
     sandbox_network: flaskstack-bench-cluster
     flask_app_server_names: [localhost, 127.0.0.1]
     flask_app_health_path: /healthz
@@ -142,7 +143,7 @@ all:
 {"".join(f"        {name}:{chr(10)}" for name in CLUSTER_NODES)}"""
 
 INVENTORY = "---\nall:\n  vars:\n    ansible_connection: community.docker.docker\n" \
-    "    flask_app_server_names: [localhost, 127.0.0.1]\n  children:\n" + "".join(
+    "    sandbox_ansible_bytecode_cache: false\n    flask_app_server_names: [localhost, 127.0.0.1]\n  children:\n" + "".join(
         f"    {topology.name}:\n      hosts:\n        {topology.host}:\n          sandbox_http_port: {topology.port}\n"
         + "".join(f"          {name}: {value}\n" for name, value in topology.tls_vars)
         for topology in TOPOLOGIES)

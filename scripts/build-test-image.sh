@@ -17,7 +17,7 @@ trap 'rm -rf "${scratch[@]}"' EXIT
 # The uv that flask_app installs goes into the stack image, where flask_app looks for it.
 uv_package="$(sed -n 's/^flask_app_uv_package: *//p' "$here/../roles/flask_app/defaults/main.yml")"
 recipe="$( (cat "$here/test-image/Dockerfile" "$here/test-image/Dockerfile.ssh" "$here/test-image/Dockerfile.stack" \
-    /etc/ssl/certs/ca-certificates.crt; echo "$uv_package") | sha256sum | cut -c1-16)"
+    "$here/test-image/ansible_bytecode_cache.py" /etc/ssl/certs/ca-certificates.crt; echo "$uv_package") | sha256sum | cut -c1-16)"
 declare -A codename=([debian13]=trixie [debian12]=bookworm)
 
 recipe_of() {
@@ -50,7 +50,7 @@ build() {
     local context
     context="$(mktemp -d)"
     scratch+=("$context")
-    cp "$here/test-image/Dockerfile" "$context/"
+    cp "$here/test-image/Dockerfile" "$here/test-image/ansible_bytecode_cache.py" "$context/"
     # Containers reach PyPI only when they trust the host's CA bundle. It goes
     # into the test image, never into the roles.
     cp /etc/ssl/certs/ca-certificates.crt "$context/host-ca-bundle.crt"

@@ -20,7 +20,7 @@ import yaml
 
 from flaskstack_checks import (
     PROJECT_DIR, Poller, break_sample_app, copy_sample_app, docker_gateway, enqueue_job, install_built_collection,
-    run_playbook, wait_for_job,
+    job_done_by_the_worker, run_playbook, wait_for_job,
 )
 
 FRONT_DOOR = "http://127.0.0.1:18080"
@@ -181,8 +181,8 @@ def test_build_step_ran_as_the_build_account_and_the_release_is_sealed(host):
 
 
 def test_worker_does_a_job_enqueued_through_the_front_door(host):
-    job = wait_for_job(FRONT_DOOR, enqueue_job(FRONT_DOOR))
-    assert job["state"] == "done" and job["version"] == "1.0.0"
+    job = job_done_by_the_worker(FRONT_DOOR)
+    assert job["version"] == "1.0.0"
     assert job["cwd"] == host.run(f"readlink -f /srv/{APP}/current/app").stdout.strip()
     worker = host.service(f"{APP}-worker@1.service")
     assert worker.is_running and worker.is_enabled
@@ -402,8 +402,8 @@ def test_redeploy_moves_the_worker_to_the_new_release(host, redeploy):
     print(f"redeploy with a worker: {len(redeploy.poller.failures)} failed of {redeploy.poller.total} requests")
     before = redeploy.worker_before
     assert before["version"] == "1.0.0"
-    job = wait_for_job(FRONT_DOOR, enqueue_job(FRONT_DOOR))
-    assert job["state"] == "done" and job["version"] == "1.0.1" and job["pid"] != before["pid"]
+    job = job_done_by_the_worker(FRONT_DOOR)
+    assert job["version"] == "1.0.1" and job["pid"] != before["pid"]
     assert job["cwd"] == host.run(f"readlink -f /srv/{APP}/current/app").stdout.strip() != before["cwd"]
 
 
@@ -445,8 +445,7 @@ def test_worker_that_crashes_on_the_new_release_rolls_back_web_and_worker(host, 
     assert live_state(host) == before
     print(f"crashing worker: {len(poller.failures)} failed of {poller.total} requests")
     assert poller.total > 20 and poller.failures == [], failed_requests(host, poller)
-    job = wait_for_job(FRONT_DOOR, enqueue_job(FRONT_DOOR))
-    assert job["state"] == "done" and job["version"] == version, "the worker is back on the live release"
+    assert job_done_by_the_worker(FRONT_DOOR)["version"] == version, "the worker is back on the live release"
 
 
 def test_rollback_playbook_returns_to_the_previous_release(host):
@@ -460,8 +459,7 @@ def test_rollback_playbook_returns_to_the_previous_release(host):
     assert poller.bodies[-1] == {"status": "ok", "version": "1.0.0"}
     assert host.file(f"/srv/{APP}/current").linked_to == previous
     assert host.file(f"/srv/{APP}/previous").linked_to == live, "rolling back again returns"
-    job = wait_for_job(FRONT_DOOR, enqueue_job(FRONT_DOOR))
-    assert job["state"] == "done" and job["version"] == "1.0.0", "the worker went back with the web app"
+    assert job_done_by_the_worker(FRONT_DOOR)["version"] == "1.0.0", "the worker went back with the web app"
 
 
 def plain_app(workdir, requirements):
@@ -557,7 +555,7 @@ def test_pip_source_deploys_a_requirement_spec(host, tmp_path):
     # No source tree on disk: nginx hands static files to the app.
     assert "flaskstack sample stylesheet" in requests.get(FRONT_DOOR + "/static/style.css", timeout=5).text
     # The worker the plain app dropped is back, on this release.
-    assert wait_for_job(FRONT_DOOR, enqueue_job(FRONT_DOOR))["version"] == "3.0.0"
+    assert job_done_by_the_worker(FRONT_DOOR)["version"] == "3.0.0"
 
 
 def test_control_stop_start_is_seen_as_downtime(host):
