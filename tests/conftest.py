@@ -5,16 +5,15 @@ A worker is handed its next group when it starts the one before (xdist keeps two
 groups go longest first: the two workers then end close together.
 """
 
-# Minutes each group took in the last `make test` on two workers (benchmarks/profile_tests.py and,
-# for the real-servers test, the time its worker spent on it); nginx_uwsgi's and haproxy_cluster's
-# from a run alone (11 and 25.5 min), since they have PostgreSQL and Redis. Tests outside these groups
-# come after them, in file order.
+# Minutes each group took in the last `make test` on two workers (benchmarks/profile_tests.py on
+# .ansible/molecule-*.log, a clean clone on 2026-12-01; the real-servers test: the time its worker
+# spent on it in an earlier run). Tests outside these groups come after them, in file order.
 GROUP_MINUTES = {
-    "nginx_gunicorn": 30.4,
-    "haproxy_cluster": 25.5,
-    "apache_modwsgi": 13.4,
-    "nginx_uwsgi": 12.0,
-    "uwsgi_supervisord": 9.8,
+    "nginx_gunicorn": 44.5,
+    "haproxy_cluster": 42.2,
+    "apache_modwsgi": 19.4,
+    "nginx_uwsgi": 14.7,
+    "uwsgi_supervisord": 13.5,
     "real_servers": 9.5,
 }
 
