@@ -26,8 +26,8 @@ class Poller:
     Why 100 a second and not back to back: a back-to-back client took the CPU of the deploy it
     watched (an nginx_gunicorn redeploy on a 2-core machine, the means of two rounds: 69 s unpolled,
     106 s polled back to back at about 165 requests/s, 80 s at 100/s; ``benchmarks/poll_cost.py``,
-    2026-11-30), and its rate
-    depended on what the machine had left. A fixed rate samples every 10 ms on every machine.
+    2026-11-30), and its rate depended on what the machine had left. A fixed rate samples every
+    10 ms on every machine.
 
     :param str url: the URL to poll, through the front door.
     :param float timeout: seconds each request may take before it counts as failed.
