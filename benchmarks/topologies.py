@@ -5,7 +5,8 @@ Measures, in one run on the same machine (compare ratios, not absolute numbers: 
 machines are noisy):
 
 * nginx_gunicorn: seconds for a fresh converge, an idempotent re-run and a code-only
-  redeploy, once with each release installer (uv and pip), side by side;
+  redeploy, once with each release installer (uv and pip), side by side, and with uv under
+  Mitogen's linear strategy instead of Ansible's own executor;
 * for every topology: failed requests of a client polling /healthz through the front door
   during a code-only redeploy, a refused broken release (it fails its in-process health
   request), an automatic rollback (a release that fails only behind the app server),
@@ -46,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "molecule" / "resources" / "tests"))
 
-from flaskstack_checks import Poller, break_sample_app, copy_sample_app  # noqa: E402
+from flaskstack_checks import Poller, break_sample_app, copy_sample_app, mitogen_environment  # noqa: E402
 
 APP = "sample_app"
 # A loopback port for the app server reached directly, beside the one the topology uses.
@@ -124,7 +125,7 @@ CLUSTER_FRONT_DOOR = "http://127.0.0.1:18094/healthz"
 CLUSTER_INVENTORY = f"""---
 all:
   vars:
-    ansible_connection: community.docker.docker
+    ansible_connection: docker
     sandbox_ansible_bytecode_cache: false
     sandbox_network: flaskstack-bench-cluster
     flask_app_server_names: [localhost, 127.0.0.1]
@@ -142,23 +143,29 @@ all:
       hosts:
 {"".join(f"        {name}:{chr(10)}" for name in CLUSTER_NODES)}"""
 
-INVENTORY = "---\nall:\n  vars:\n    ansible_connection: community.docker.docker\n" \
+# Docker's short connection name (community.docker.docker under Ansible's own executor), which
+# Mitogen takes over for the runs under its strategy.
+INVENTORY = "---\nall:\n  vars:\n    ansible_connection: docker\n" \
     "    sandbox_ansible_bytecode_cache: false\n    flask_app_server_names: [localhost, 127.0.0.1]\n  children:\n" + "".join(
         f"    {topology.name}:\n      hosts:\n        {topology.host}:\n          sandbox_http_port: {topology.port}\n"
         + "".join(f"          {name}: {value}\n" for name, value in topology.tls_vars)
         for topology in TOPOLOGIES)
 
 
-def playbook(inventory, name, *args, check=True, profile=False):
+def playbook(inventory, name, *args, check=True, profile=False, mitogen=False):
     """Run one of playbooks/ against the bench inventory.
 
     :param bool check: raise when the playbook fails.
     :param bool profile: time every task (Ansible's profile_tasks callback; its table ends the output).
+    :param bool mitogen: run under Mitogen's linear strategy instead of Ansible's own executor.
     :returns: (seconds taken as float, the run's combined output as str, its exit code as int).
     :raises RuntimeError: when the playbook fails and ``check`` is true.
     """
-    env = dict(os.environ, ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks", PROFILE_TASKS_TASK_OUTPUT_LIMIT="all") \
-        if profile else None
+    env = dict(os.environ)
+    if profile:
+        env.update(ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks", PROFILE_TASKS_TASK_OUTPUT_LIMIT="all")
+    if mitogen:
+        env.update(mitogen_environment())
     started = time.monotonic()
     run = subprocess.run(
         ["ansible-playbook", "-i", str(inventory), str(ROOT / "playbooks" / name), *args],
@@ -261,25 +268,27 @@ def polled(front_door, action):
     return result, f"{len(poller.failures)} failed of {poller.total}"
 
 
-def installer_timings(inventory, workdir, installer, profile=False):
+def installer_timings(inventory, workdir, installer, profile=False, mitogen=False):
     """Fresh converge, idempotent re-run and code-only redeploy of nginx_gunicorn with one installer.
 
     :param bool profile: print each run's slowest tasks to stderr.
+    :param bool mitogen: run the three under Mitogen's linear strategy (the rows say so).
     :returns: list of (label, value) rows: seconds and the tasks the run went through.
     """
     option = ["-e", f"flask_app_installer={installer}", "--limit", TOPOLOGIES[0].host]
     playbook(inventory, "sandbox_down.yml", "--limit", TOPOLOGIES[0].host)
     playbook(inventory, "sandbox_up.yml", "--limit", TOPOLOGIES[0].host)
-    source = copy_sample_app(workdir / f"app-{installer}", "1.0.1")
+    name = f"{installer}, mitogen" if mitogen else installer
+    source = copy_sample_app(workdir / f"app-{installer}{'-mitogen' if mitogen else ''}", "1.0.1")
     rows = []
     for label, extra in (("fresh converge", []), ("idempotent re-run", []),
                          ("code-only redeploy", ["-e", f"flask_app_source_path={source}"])):
-        seconds, output, _ = playbook(inventory, "nginx_gunicorn.yml", *option, *extra, profile=profile)
+        seconds, output, _ = playbook(inventory, "nginx_gunicorn.yml", *option, *extra, profile=profile, mitogen=mitogen)
         ran, skipped = task_count(output)
-        rows.append((f"[{installer}] {label}",
+        rows.append((f"[{name}] {label}",
                      f"{seconds:.1f} s, {ran} tasks run + {skipped} skipped, changed={changed_count(output)}"))
         if profile:
-            print(f"[{installer}] {label}: slowest tasks\n{slowest_tasks(output)}", file=sys.stderr, flush=True)
+            print(f"[{name}] {label}: slowest tasks\n{slowest_tasks(output)}", file=sys.stderr, flush=True)
     return rows
 
 
@@ -438,12 +447,15 @@ def tls_figures(workdir, options, results):
 def deploy_timings(workdir, options, results):
     """nginx_gunicorn's fresh converge, idempotent re-run and code-only redeploy with uv, the default installer.
 
+    Under Ansible's own executor, then under Mitogen's linear strategy.
+
     Appends (label, value) rows to ``results``.
     """
     inventory = workdir / "hosts.yml"
     inventory.write_text(INVENTORY, encoding="utf-8")
     try:
         results += installer_timings(inventory, workdir, "uv", profile=options.profile)
+        results += installer_timings(inventory, workdir, "uv", profile=options.profile, mitogen=True)
     finally:
         if not options.keep:
             playbook(inventory, "sandbox_down.yml", "--limit", TOPOLOGIES[0].host, check=False)
@@ -458,6 +470,7 @@ def single_server_figures(workdir, options, results):
     inventory.write_text(INVENTORY, encoding="utf-8")
     try:
         results += installer_timings(inventory, workdir, "pip")
+        results += installer_timings(inventory, workdir, "uv", mitogen=True)
         # uv last: the rest of the run goes on in its container, live on 1.0.1.
         results += installer_timings(inventory, workdir, "uv")
         for topology in TOPOLOGIES[1:]:

@@ -4,6 +4,7 @@ Tests speak to the stack through its front door (a port published on 127.0.0.1),
 way a user's browser would, and re-run the shipped playbooks the way an operator would.
 """
 
+import importlib.util
 import json
 import os
 import shutil
@@ -15,6 +16,21 @@ from pathlib import Path
 import requests
 
 PROJECT_DIR = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+
+
+def mitogen_environment():
+    """The ANSIBLE_* variables that run ansible-playbook under Mitogen's linear strategy (dict of str).
+
+    Mitogen takes over the connections it knows by their short names (``docker``, ``ssh``,
+    ``local``), not ``community.docker.docker``: the inventory names ``docker``.
+
+    :raises ModuleNotFoundError: when mitogen is not installed (requirements-dev.txt pins it).
+    """
+    spec = importlib.util.find_spec("ansible_mitogen")
+    if spec is None:
+        raise ModuleNotFoundError("mitogen is not installed: pip install -r requirements-dev.txt")
+    (package,) = spec.submodule_search_locations
+    return {"ANSIBLE_STRATEGY_PLUGINS": os.path.join(package, "plugins", "strategy"), "ANSIBLE_STRATEGY": "mitogen_linear"}
 
 
 class Poller:
