@@ -45,8 +45,8 @@ lint: venv
 unit: venv
 	pytest -q sample_app/tests tests/test_roles.py tests/test_playbooks.py
 
-# Two scenarios at once on pytest-xdist workers (a scenario mostly waits on one container): 50 min
-# from a clean clone with the images cached, against 76 one at a time (CI, 2026-11-30).
+# Two scenarios at once on pytest-xdist workers: 68 min from a clean clone with the images cached
+# (2026-12-01; one at a time took 76 min in CI on 2026-11-30, with fewer tests).
 # PYTEST_WORKERS=0 runs one at a time. Each Molecule scenario and the real-servers test is an
 # xdist group that one worker runs whole, longest first (tests/conftest.py).
 PYTEST_WORKERS ?= 2

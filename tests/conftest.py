@@ -6,15 +6,16 @@ groups go longest first: the two workers then end close together.
 """
 
 # Minutes each group took in the last `make test` on two workers (benchmarks/profile_tests.py on
-# .ansible/molecule-*.log, a clean clone on 2026-12-01; the real-servers test: the time its worker
-# spent on it in an earlier run). Tests outside these groups come after them, in file order.
+# .ansible/molecule-*.log, a clean clone on 2026-12-01, the scenarios under Mitogen; the
+# real-servers test: the time its worker spent on it, from its first test to its last). Tests
+# outside these groups come after them, in file order.
 GROUP_MINUTES = {
-    "nginx_gunicorn": 44.5,
-    "haproxy_cluster": 42.2,
-    "apache_modwsgi": 19.4,
-    "nginx_uwsgi": 14.7,
-    "uwsgi_supervisord": 13.5,
-    "real_servers": 9.5,
+    "nginx_gunicorn": 37.9,
+    "haproxy_cluster": 32.0,
+    "real_servers": 15.0,
+    "apache_modwsgi": 14.8,
+    "nginx_uwsgi": 11.8,
+    "uwsgi_supervisord": 10.0,
 }
 
 
