@@ -46,7 +46,8 @@ unit: venv
 	pytest -q sample_app/tests tests/test_roles.py tests/test_playbooks.py
 
 # Two scenarios at once on pytest-xdist workers: 68 min from a clean clone with the images cached
-# (2026-12-01; one at a time took 76 min in CI on 2026-11-30, with fewer tests).
+# on 2026-12-01, against 80 min for the same tests on the same machine before the scenarios ran
+# under Mitogen (tests/test_molecule.py).
 # PYTEST_WORKERS=0 runs one at a time. Each Molecule scenario and the real-servers test is an
 # xdist group that one worker runs whole, longest first (tests/conftest.py).
 PYTEST_WORKERS ?= 2

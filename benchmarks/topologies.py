@@ -122,6 +122,7 @@ CLUSTER_LB = "flaskstack-bench-lb"
 CLUSTER_NODES = [f"flaskstack-bench-node{number}" for number in (1, 2, 3)]
 CLUSTER_FRONT_DOOR = "http://127.0.0.1:18094/healthz"
 # No rate limit: wrk and the poller come from one address.
+# The connection by its short name, as in INVENTORY below.
 CLUSTER_INVENTORY = f"""---
 all:
   vars:

@@ -11,10 +11,11 @@ create, converge, idempotence, verify and destroy; the full log goes to
 The playbooks of the scenarios (converge, idempotence and the tests' reruns) run under Mitogen's
 linear strategy: the same modules with the same arguments, in one Python process kept on each
 host instead of one started for every task, which took 0.67 to 0.69 of the CPU time of Ansible's
-own executor on the sandbox (a fresh converge and an idempotent one, 2026-12-01). Ansible's own
-executor is exercised end to end by tests/test_real_servers.py (three topologies over SSH as a
-normal user, check mode, the rolling deploy, rollback) and by ``make bench``;
-``FLASKSTACK_TEST_STRATEGY=linear`` runs the scenarios under it too.
+own executor on the sandbox (a fresh converge and an idempotent one, busy time from /proc/stat,
+2026-12-01). Ansible's own executor, the users' default, is then tested end to end only by
+tests/test_real_servers.py (three topologies over SSH as a normal user, check mode, the rolling
+deploy, rollback); ``FLASKSTACK_TEST_STRATEGY=linear`` runs the scenarios under it too (README,
+Development, lists what runs under Mitogen only).
 
 Most runs start from the stack image (``flaskstack/<release>-stack``: the stacks' Debian packages
 and uv already installed, so the roles' install tasks find them); the runs in BARE_IMAGE_RUNS
@@ -97,10 +98,13 @@ def strategy_environment():
 
     Empty with FLASKSTACK_TEST_STRATEGY=linear (Ansible's own executor). Molecule hands its
     environment on to ansible-playbook and to the tests, whose reruns of the playbooks get it too.
+
+    :raises ValueError: when FLASKSTACK_TEST_STRATEGY is neither ``mitogen`` (the default) nor ``linear``.
     """
-    if os.environ.get("FLASKSTACK_TEST_STRATEGY", "mitogen") == "linear":
-        return {}
-    return mitogen_environment()
+    strategy = os.environ.get("FLASKSTACK_TEST_STRATEGY", "mitogen")
+    if strategy not in ("mitogen", "linear"):
+        raise ValueError(f"FLASKSTACK_TEST_STRATEGY is {strategy!r}: use mitogen (the default) or linear")
+    return {} if strategy == "linear" else mitogen_environment()
 
 
 @pytest.mark.parametrize(("scenario", "release"), matrix())
