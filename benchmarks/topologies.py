@@ -280,7 +280,8 @@ def installer_timings(inventory, workdir, installer, profile=False, mitogen=Fals
     playbook(inventory, "sandbox_down.yml", "--limit", TOPOLOGIES[0].host)
     playbook(inventory, "sandbox_up.yml", "--limit", TOPOLOGIES[0].host)
     name = f"{installer}, mitogen" if mitogen else installer
-    source = copy_sample_app(workdir / f"app-{installer}{'-mitogen' if mitogen else ''}", "1.0.1")
+    # (No space in the directory's name: it is passed as -e key=value.)
+    source = copy_sample_app(workdir / f"app-{name.replace(', ', '-')}", "1.0.1")
     rows = []
     for label, extra in (("fresh converge", []), ("idempotent re-run", []),
                          ("code-only redeploy", ["-e", f"flask_app_source_path={source}"])):

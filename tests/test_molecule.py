@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "molecule" / "resources" / "tests"))
 
 from flaskstack_checks import mitogen_environment  # noqa: E402
+
 SCENARIOS = sorted(path.parent.name for path in (ROOT / "molecule").glob("*/molecule.yml"))
 RELEASES = ["debian13", "debian12"]
 # The scenarios that also run on the older release in the default matrix: the spine, and
