@@ -76,6 +76,8 @@ class TlsSite:
     :param str modwsgi_error_log: for Apache with mod_wsgi, the vhost's error log, where mod_wsgi
         records the requests that a graceful reload leaves without a daemon socket (see
         :func:`modwsgi_socket_window_failures`); empty for other servers.
+    :param str limit: the hosts the certificate-only runs reach (``--limit``), for a topology whose
+        front door is one host of several; empty for every host of the playbook.
     """
 
     container: str
@@ -89,6 +91,7 @@ class TlsSite:
     acme_standalone_port: int = 0
     checks_files_source: bool = False
     modwsgi_error_log: str = ""
+    limit: str = ""
 
     @property
     def tls_dir(self):
@@ -106,9 +109,10 @@ class TlsSite:
         return f"https://localhost:{self.https_port}{self.prefix}"
 
     def run(self, *args):
-        """Run the topology's playbook on the certificate's and the server's tasks only."""
+        """Run the topology's playbook on the certificate's and the server's tasks only (and hosts, if limited)."""
+        limit = ("--limit", self.limit) if self.limit else ()
         return run_playbook(
-            str(PROJECT_DIR / "playbooks" / self.playbook), *args, "--tags", f"tls_certificate,{self.server_role}")
+            str(PROJECT_DIR / "playbooks" / self.playbook), *args, *limit, "--tags", f"tls_certificate,{self.server_role}")
 
 
 def handshake(port, server_name=SITE, cafile=None, version=None, alpn=None):
