@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,3 +40,41 @@ def test_release_phase_of_a_cluster_without_pre_activation_commands_is_done_with
     # The phase marked itself done on the load balancer, for the plays that switch nodes.
     done = run.stdout.split("TASK [Note on the load balancer that the run has no release phase]")[1].split("TASK [")[0]
     assert "ok: [app1.example.com -> lb1.example.com]" in done, done
+
+
+GIT_SOURCE_PLAY = """\
+- name: Identify the release of a git source
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Identify the release
+      ansible.builtin.import_role:
+        name: flaskstack.deploy.flask_app
+        tasks_from: source
+"""
+
+
+def resolve_git_ref(tmp_path, repo):
+    """Run flask_app's source tasks for ``repo`` on the controller, with -vvv; returns the finished process.
+
+    -vvv prints the module's arguments with its result (-v masks a URL's credentials in git's command only).
+    """
+    play = tmp_path / "git_source.yml"
+    play.write_text(GIT_SOURCE_PLAY, encoding="utf-8")
+    return subprocess.run(
+        ["ansible-playbook", "-vvv", "-i", "localhost,", "-c", "local", "-e", "flask_app_source_type=git",
+         "-e", f"flask_app_git_repo={repo}", "-e", f"ansible_python_interpreter={sys.executable}", str(play)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
+        env=dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1"),
+    )
+
+
+def test_git_url_with_a_token_is_never_printed_and_one_without_keeps_its_diagnostics(tmp_path):
+    """A host under .invalid never resolves: git fails at once, and -vvv prints the task's whole result."""
+    token = "tok-never-printed-7c1e"
+    hidden = resolve_git_ref(tmp_path, f"https://{token}@git.invalid/app.git")
+    assert hidden.returncode != 0 and "Resolve the git ref to a commit" in hidden.stdout, hidden.stdout[-3000:]
+    assert token not in hidden.stdout
+    # Without credentials in it, the URL and git's command stay in the result, for diagnosis.
+    shown = resolve_git_ref(tmp_path, "https://git.invalid/app.git")
+    assert shown.returncode != 0 and "ls-remote https://git.invalid/app.git" in shown.stdout, shown.stdout[-3000:]

@@ -319,6 +319,50 @@ def test_config_haproxy_rejects_never_replaces_the_live_one(host):
     assert requests.get(FRONT_DOOR + "/healthz", timeout=5).status_code == 200
 
 
+def stats_page_status(host, credentials=None):
+    """What the load balancer's stats page (127.0.0.1:8404, inside its container) answers: "200", "401"... or "refused"."""
+    script = (
+        "import base64, sys, urllib.error, urllib.request\n"
+        "request = urllib.request.Request('http://127.0.0.1:8404/')\n"
+        "if credentials := sys.stdin.read():\n"
+        "    request.add_header('Authorization', 'Basic ' + base64.b64encode(credentials.encode()).decode())\n"
+        "try:\n"
+        "    print(urllib.request.urlopen(request, timeout=5).status)\n"
+        "except urllib.error.HTTPError as error:\n"
+        "    print(error.code)\n"
+        "except OSError:\n"
+        "    print('refused')\n"
+    )
+    # The credentials go in on stdin: no password on a command line, in the test either.
+    answer = subprocess.run(["docker", "exec", "-i", LB, "python3", "-c", script], input=credentials or "",
+                            capture_output=True, text=True, check=True)
+    return answer.stdout.strip()
+
+
+def config_write_changed(run):
+    """Whether a run's "Write the HAProxy config" task reported changed (bool)."""
+    return "changed: [flaskstack-lb]" in run.stdout.split("Write the HAProxy config")[1].split("TASK")[0]
+
+
+def test_stats_password_is_never_printed_when_set_or_removed(host, tmp_path):
+    """The stats page's password, set and then unset, with --diff -v: neither run shows it.
+
+    The second run's config no longer holds it, but the file it replaces does: its diff would.
+    """
+    password = f"stats-{uuid.uuid4().hex}"
+    settings = tmp_path / "stats.json"
+    settings.write_text(json.dumps({"haproxy_stats_enabled": True, "haproxy_stats_user": "ops",
+                                    "haproxy_stats_password": password}), encoding="utf-8")
+    limited = ("--limit", LB, "--tags", "haproxy", "--diff", "-v")
+    on = run_playbook(PLAYBOOK, *limited, "-e", f"@{settings}")
+    assert on.returncode == 0 and config_write_changed(on), on.stdout[-3000:]
+    assert (stats_page_status(host), stats_page_status(host, f"ops:{password}")) == ("401", "200")
+    off = run_playbook(PLAYBOOK, *limited)
+    assert off.returncode == 0 and config_write_changed(off), off.stdout[-3000:]
+    assert stats_page_status(host, f"ops:{password}") == "refused"
+    assert password not in on.stdout and password not in off.stdout
+
+
 @pytest.fixture(scope="module")
 def rolling_deploy(host, tmp_path_factory):
     """One rolling deploy of 1.0.1 under a polling client that the next two tests check.
