@@ -75,6 +75,7 @@ def test_git_url_with_a_token_is_never_printed_and_one_without_keeps_its_diagnos
     hidden = resolve_git_ref(tmp_path, f"https://{token}@git.invalid/app.git")
     assert hidden.returncode != 0 and "Resolve the git ref to a commit" in hidden.stdout, hidden.stdout[-3000:]
     assert token not in hidden.stdout
+    assert "the output has been hidden due to the fact that" in hidden.stdout, hidden.stdout[-3000:]
     # Without credentials in it, the URL and git's command stay in the result, for diagnosis.
     shown = resolve_git_ref(tmp_path, "https://git.invalid/app.git")
     assert shown.returncode != 0 and "ls-remote https://git.invalid/app.git" in shown.stdout, shown.stdout[-3000:]
