@@ -3,23 +3,27 @@
 Each Molecule scenario and the real-servers test is an xdist group that one worker runs whole.
 Left to xdist, groups go to whichever worker asks next, and a worker asks for its next group
 when it starts the one before (it keeps two in hand): on 2026-12-02 that put four groups on one
-worker (72 min) and two on the other, which then idled for about 7 minutes. So the groups are
-dealt out here, once, longest first to the least loaded worker (by GROUP_MINUTES), and each
-worker's groups become one xdist work unit (the ``@worker-N-of-M`` suffix of their test ids).
-Tests outside these groups come after them, in file order, for whichever worker is free.
+worker (72 min) and two on the other, which then idled for about 7 minutes. So the groups that
+were collected are dealt out here, once, longest first to the least loaded worker (by
+GROUP_TEST_MINUTES times the group's collected tests), and each worker's groups become one
+xdist work unit (the ``@worker-N-of-M`` suffix of their test ids). The other tests come after
+them, in file order, each its own unit: a worker takes the next one when fewer than two of its
+tests are left, so one or two of them may wait behind its last group. Only ``--dist loadgroup``
+keeps a scenario's releases apart (they use the same container names and ports).
 """
 
 import pytest
 
-# Minutes each group took in the last `make test` on two workers (benchmarks/profile_tests.py on
-# .ansible/molecule-*.log, a clean clone on 2026-12-02, the scenarios under Mitogen; the
-# real-servers test: its steps' seconds, which it prints). Every group ran beside another one,
-# on a machine whose two cores were busy.
-GROUP_MINUTES = {
-    "nginx_gunicorn": 41.5,
+# Minutes one test of each group took in the last `make test` on two workers: its group's time
+# divided by its tests in the default matrix (the scenarios: one test per release, from
+# benchmarks/profile_tests.py on .ansible/molecule-*.log; the real-servers test: six tests, the
+# sum of the seconds of its steps, which it prints). A clean clone on 2026-12-02, the scenarios
+# under Mitogen, every group beside another one on a machine whose two cores were busy.
+GROUP_TEST_MINUTES = {
+    "nginx_gunicorn": 41.5 / 2,
     "haproxy_cluster": 33.5,
-    "real_servers": 21.8,
-    "apache_modwsgi": 17.7,
+    "real_servers": 21.8 / 6,
+    "apache_modwsgi": 17.7 / 2,
     "nginx_uwsgi": 11.4,
     "uwsgi_supervisord": 9.5,
 }
@@ -41,16 +45,17 @@ def worker_count(config):
     return int(getattr(config.option, "numprocesses", None) or 0)
 
 
-def deal_groups(workers):
-    """Each group of GROUP_MINUTES to a worker, longest first to the least loaded: {group: worker index}.
+def deal_groups(group_minutes, workers):
+    """Each group to a worker, longest first to the least loaded: {group: worker index}.
 
+    :param dict group_minutes: group name (str) to its minutes (float).
     :param int workers: how many workers share the groups (at least 1).
     :returns: dict of group name (str) to worker index (int, 0 to ``workers`` - 1); ties go to the
-        lowest index, so every worker deals the same way.
+        lowest index and the groups of equal minutes by name, so every worker deals the same way.
     """
     loads = [0.0] * workers
     dealt = {}
-    for group, minutes in sorted(GROUP_MINUTES.items(), key=lambda entry: (-entry[1], entry[0])):
+    for group, minutes in sorted(group_minutes.items(), key=lambda entry: (-entry[1], entry[0])):
         worker = loads.index(min(loads))
         loads[worker] += minutes
         dealt[group] = worker
@@ -61,17 +66,23 @@ def deal_groups(workers):
 def pytest_collection_modifyitems(config, items):
     """Each worker's groups, longest first, then the other tests; under xdist, one work unit per worker.
 
-    It runs after xdist's own hook, which appends ``@<group>`` to the test ids (the work unit is
-    what follows the last ``@``); ``@worker-N-of-M`` is appended to that.
+    It runs after the tests were deselected (-k, -m) and after xdist's own hook, which appends
+    ``@<group>`` to the test ids (the work unit is what follows the last ``@``); ``@worker-N-of-M``
+    is appended to that.
     """
+    group_minutes = {}
+    for item in items:
+        group = xdist_group(item)
+        if group in GROUP_TEST_MINUTES:
+            group_minutes[group] = group_minutes.get(group, 0.0) + GROUP_TEST_MINUTES[group]
     workers = worker_count(config)
-    dealt = deal_groups(max(workers, 1))
+    dealt = deal_groups(group_minutes, max(workers, 1))
 
     def order(item):
         group = xdist_group(item)
-        if group not in GROUP_MINUTES:
+        if group not in dealt:
             return (1, 0, 0.0, "")
-        return (0, dealt[group], -GROUP_MINUTES[group], group)
+        return (0, dealt[group], -group_minutes[group], group)
 
     items.sort(key=order)
     if workers > 1 and getattr(config.option, "loadgroup", False):

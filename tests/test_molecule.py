@@ -54,7 +54,7 @@ def matrix():
 
     ``make test PYTEST_WORKERS=2`` runs them on two pytest-xdist workers (``--dist loadgroup``). Each scenario is an
     xdist group: its runs on both releases go to one worker, one after the other, because they use
-    the same container names and ports. tests/conftest.py puts the longest groups first.
+    the same container names and ports. tests/conftest.py deals the groups out to the workers.
     """
     full = os.environ.get("FLASKSTACK_TEST_MATRIX") == "full"
     pairs = [
