@@ -46,9 +46,9 @@ unit: venv
 	pytest -q sample_app/tests tests/test_roles.py tests/test_playbooks.py
 
 # Two scenarios at once on pytest-xdist workers: 73 min from a clean clone with the images cached,
-# before tests/conftest.py dealt the groups out, on 2026-12-02 (68 min on 2026-12-01), against 80 min
-# for the same tests on the same machine before
-# the scenarios ran under Mitogen (tests/test_molecule.py).
+# before tests/conftest.py dealt the groups out, on 2026-12-02 (68 min on 2026-12-01), against
+# 80 min for the same tests on the same machine before the scenarios ran under Mitogen
+# (tests/test_molecule.py).
 # PYTEST_WORKERS=0 runs one at a time. Each Molecule scenario and the real-servers test is an
 # xdist group that one worker runs whole; tests/conftest.py deals the groups out to the workers.
 PYTEST_WORKERS ?= 2
