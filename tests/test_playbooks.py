@@ -7,6 +7,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+
+def ansible_playbook(*args):
+    """Run ansible-playbook from the checkout with its ansible.cfg, output uncoloured; returns the finished process."""
+    return subprocess.run(
+        ["ansible-playbook", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        check=False, env=dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1"),
+    )
+
+
 # A cluster whose inventory sets nothing but its groups: every setting is a role default.
 BARE_CLUSTER = """\
 all:
@@ -31,11 +40,7 @@ def test_release_phase_of_a_cluster_without_pre_activation_commands_is_done_with
     """
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(BARE_CLUSTER, encoding="utf-8")
-    run = subprocess.run(
-        ["ansible-playbook", "--check", "-i", str(inventory), str(ROOT / "playbooks" / "release_phase.yml")],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
-        env=dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1"),
-    )
+    run = ansible_playbook("--check", "-i", str(inventory), str(ROOT / "playbooks" / "release_phase.yml"))
     assert run.returncode == 0, run.stdout[-3000:]
     # The phase marked itself done on the load balancer, for the plays that switch nodes.
     done = run.stdout.split("TASK [Note on the load balancer that the run has no release phase]")[1].split("TASK [")[0]
@@ -61,12 +66,9 @@ def resolve_git_ref(tmp_path, repo):
     """
     play = tmp_path / "git_source.yml"
     play.write_text(GIT_SOURCE_PLAY, encoding="utf-8")
-    return subprocess.run(
-        ["ansible-playbook", "-vvv", "-i", "localhost,", "-c", "local", "-e", "flask_app_source_type=git",
-         "-e", f"flask_app_git_repo={repo}", "-e", f"ansible_python_interpreter={sys.executable}", str(play)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
-        env=dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1"),
-    )
+    return ansible_playbook(
+        "-vvv", "-i", "localhost,", "-c", "local", "-e", "flask_app_source_type=git", "-e", f"flask_app_git_repo={repo}",
+        "-e", f"ansible_python_interpreter={sys.executable}", str(play))
 
 
 def test_git_url_with_a_token_is_never_printed_and_one_without_keeps_its_diagnostics(tmp_path):
