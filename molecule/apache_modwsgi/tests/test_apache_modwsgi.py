@@ -74,12 +74,17 @@ def logged_handler(host, marker):
 def test_pages_and_static_files_answer_under_the_prefix(host):
     page = requests.get(url(f"/?probe={(page_marker := uuid.uuid4().hex)}"), timeout=5)
     assert page.status_code == 200 and "Hello from the flaskstack sample app" in page.text
+    # BREACH: the app's answers are not compressed (requests asks for gzip), files from disk are.
+    assert "Content-Encoding" not in page.headers
     assert f'href="{PREFIX}/static/style.css"' in page.text
     assert logged_handler(host, page_marker) == "wsgi-script"
     stylesheet = requests.get(url(f"/static/style.css?probe={(static_marker := uuid.uuid4().hex)}"), timeout=5)
     assert stylesheet.status_code == 200
     assert stylesheet.text == host.file(f"/srv/{APP}/current/app/src/{APP}/static/style.css").content_string
     assert stylesheet.headers["Cache-Control"] == "no-cache" and stylesheet.headers["ETag"]
+    assert stylesheet.headers["X-Content-Type-Options"] == "nosniff"
+    assert stylesheet.headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
+    assert stylesheet.headers["Content-Encoding"] == "gzip"
     # Served by Apache from disk: no handler, the daemon processes never saw it.
     assert logged_handler(host, static_marker) == "-"
 

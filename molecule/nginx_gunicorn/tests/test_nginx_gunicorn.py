@@ -74,6 +74,8 @@ def test_index_renders_the_template_with_its_stylesheet(host):
     assert "Hello from the flaskstack sample app" in response.text
     assert 'href="/static/style.css"' in response.text
     assert response.headers["Server"] == "nginx"  # server_tokens off: no version
+    # BREACH: the app's answers are not compressed (requests asks for gzip), files from disk are.
+    assert "Content-Encoding" not in response.headers
 
 
 def test_stylesheet_is_served_by_nginx_from_disk(host):
@@ -86,6 +88,9 @@ def test_stylesheet_is_served_by_nginx_from_disk(host):
     assert response.headers["Cache-Control"] == "no-cache"
     assert "Expires" not in response.headers
     assert response.headers["ETag"] and response.headers["Last-Modified"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
+    assert response.headers["Content-Encoding"] == "gzip"
     assert probe in host.file(f"/var/log/nginx/{APP}.static.log").content_string
     app_log = host.run(f"journalctl --no-pager -u gunicorn-{APP}.service").stdout
     assert "GET /whoami" in app_log or "GET /" in app_log  # the app's access log is there...
