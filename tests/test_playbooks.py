@@ -81,3 +81,31 @@ def test_git_url_with_a_token_is_never_printed_and_one_without_keeps_its_diagnos
     # Without credentials in it, the URL and git's command stay in the result, for diagnosis.
     shown = resolve_git_ref(tmp_path, "https://git.invalid/app.git")
     assert shown.returncode != 0 and "ls-remote https://git.invalid/app.git" in shown.stdout, shown.stdout[-3000:]
+
+
+UWSGI_ASSERT_PLAY = """\
+- name: Check the app and uWSGI settings
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Check the app settings (and load flask_app's defaults, which uWSGI's name)
+      ansible.builtin.import_role:
+        name: flaskstack.deploy.flask_app
+        tasks_from: assert
+    - name: Check the uWSGI settings
+      ansible.builtin.import_role:
+        name: flaskstack.deploy.uwsgi
+        tasks_from: assert
+"""
+
+
+def test_uwsgi_http_port_below_1024_is_refused_naming_the_variable(tmp_path):
+    """uWSGI runs as the app user from the start, which cannot bind a port below 1024."""
+    play = tmp_path / "uwsgi_assert.yml"
+    play.write_text(UWSGI_ASSERT_PLAY, encoding="utf-8")
+    runs = {address: ansible_playbook(
+        "-i", "localhost,", "-c", "local", "-e", "uwsgi_protocol=http", "-e", f"uwsgi_http_address={address}",
+        "-e", f"ansible_python_interpreter={sys.executable}", str(play)) for address in ("127.0.0.1:80", "127.0.0.1:8001")}
+    refused, accepted = runs["127.0.0.1:80"], runs["127.0.0.1:8001"]
+    assert refused.returncode != 0 and "port from 1024 up (got 127.0.0.1:80)" in refused.stdout, refused.stdout[-3000:]
+    assert accepted.returncode == 0, accepted.stdout[-3000:]

@@ -48,9 +48,10 @@ def redis_cli(host, *args, password=None):
 def test_uwsgi_socket_is_only_for_the_app_and_the_web_server(host):
     socket_file = host.file(f"/run/{APP}/{APP}.sock")
     assert socket_file.is_socket
+    # Made by uWSGI as the app user: the group comes from the set-group-ID directory.
     assert (socket_file.user, socket_file.group, socket_file.mode) == (APP, "www-data", 0o660)
     directory = host.file(f"/run/{APP}")
-    assert (directory.user, directory.group, directory.mode) == (APP, "www-data", 0o750)
+    assert (directory.user, directory.group, directory.mode) == (APP, "www-data", 0o2750)
     connect = f"python3 -c 'import socket; socket.socket(socket.AF_UNIX).connect(\"/run/{APP}/{APP}.sock\")'"
     assert host.run(f"runuser -u www-data -- {connect}").rc == 0
     assert host.run(f"runuser -u nobody -- {connect}").rc != 0

@@ -152,6 +152,12 @@ def test_uwsgi_master_and_workers_run_as_the_app_user(host, stack):
     cpus = int(host.run("getconf _NPROCESSORS_ONLN").stdout)
     assert len([line for line in workers if "uwsgi --ini" in line]) == 2 * cpus + 1
     assert users == {APP}
+    # Started as the app user: the master never held root's rights, not even to bind its socket.
+    if stack.manager == "systemd":
+        assert host.run(f"systemctl show -p User --value {SERVICE}.service").stdout.strip() == APP
+    else:
+        assert f"user={APP}\n" in host.file(f"/etc/supervisor/conf.d/{SERVICE}.conf").content_string
+    assert "uid = " not in host.file(INI_FILE).content_string
 
 
 def test_uwsgi_config_is_strict_and_avoids_the_known_traps(host, stack):
