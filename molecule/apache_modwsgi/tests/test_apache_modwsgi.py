@@ -13,7 +13,7 @@ import requests
 
 from flaskstack_checks import (
     PROJECT_DIR, Poller, assert_broken_release_is_refused_in_process, assert_release_broken_behind_the_server_is_rolled_back,
-    copy_sample_app, docker_gateway, run_playbook, skip_on_debian_12,
+    copy_sample_app, docker_gateway, on_debian_13_in_the_default_matrix, run_playbook,
 )
 
 PORT = 18083
@@ -205,15 +205,15 @@ def test_killed_daemon_process_comes_back_by_itself(host):
     assert requests.get(url("/healthz"), timeout=5).status_code == 200
 
 
+@on_debian_13_in_the_default_matrix
 def test_release_that_fails_its_health_request_never_goes_live(host, tmp_path):
     """It imports fine but answers 500: the in-process check refuses it before the switch."""
-    skip_on_debian_12(host, "the in-process check is the same on both")
     assert_broken_release_is_refused_in_process(PLAYBOOK, url("/healthz"), lambda: live_state(host), tmp_path)
 
 
+@on_debian_13_in_the_default_matrix
 def test_release_that_fails_under_mod_wsgi_is_rolled_back(host, tmp_path):
     """It passes in-process but fails under mod_wsgi: the probe after the reload rolls it back."""
-    skip_on_debian_12(host, "the rollback path is the same on both")
     assert_release_broken_behind_the_server_is_rolled_back(
         PLAYBOOK, url("/healthz"), lambda: live_state(host), tmp_path, "mod_wsgi.version")
 

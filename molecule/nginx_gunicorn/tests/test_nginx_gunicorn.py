@@ -20,7 +20,7 @@ import yaml
 
 from flaskstack_checks import (
     PROJECT_DIR, Poller, break_sample_app, copy_sample_app, docker_gateway, enqueue_job, install_built_collection,
-    job_done_by_the_worker, run_playbook, skip_on_debian_12, wait_for_job,
+    job_done_by_the_worker, on_debian_13_in_the_default_matrix, run_playbook, wait_for_job,
 )
 
 FRONT_DOOR = "http://127.0.0.1:18080"
@@ -210,9 +210,9 @@ def test_scheduled_job_runs_on_schedule_and_never_overlaps_itself(host):
     assert all(tick["finished_at"] - tick["started_at"] >= 12 for tick in ticks)
 
 
+@on_debian_13_in_the_default_matrix
 def test_wrong_typed_variable_fails_naming_it_and_changes_nothing(host, tmp_path):
     """A new app version plus one bad Gunicorn setting: nothing may go live."""
-    skip_on_debian_12(host, "the argument specs are checked on the controller")
     before = live_state(host)
     new_source = copy_sample_app(tmp_path / "app", "1.0.2")
     run = run_playbook(
@@ -257,8 +257,8 @@ def test_site_that_only_the_whole_nginx_config_rejects_is_put_back(host):
     assert requests.get(FRONT_DOOR + "/healthz", timeout=5).status_code == 200
 
 
+@on_debian_13_in_the_default_matrix
 def test_skipped_release_build_never_goes_live(host, tmp_path):
-    skip_on_debian_12(host, "the release logic is the same on both")
     before = live_state(host)
     run = run_playbook(
         PLAYBOOK, "--skip-tags", "flask_app_release",
@@ -269,9 +269,9 @@ def test_skipped_release_build_never_goes_live(host, tmp_path):
     assert live_state(host) == before
 
 
+@on_debian_13_in_the_default_matrix
 def test_release_that_fails_its_health_request_never_goes_live(host, tmp_path):
     """It imports fine but answers 500: the in-process check refuses it before the switch."""
-    skip_on_debian_12(host, "the in-process check is the same on both")
     before = live_state(host)
     broken = break_sample_app(copy_sample_app(tmp_path / "app", "1.0.5"), "raise RuntimeError('broken release 1.0.5')")
     with Poller(FRONT_DOOR + "/healthz") as poller:
@@ -285,9 +285,9 @@ def test_release_that_fails_its_health_request_never_goes_live(host, tmp_path):
     assert poller.bodies == [{"status": "ok", "version": "1.0.0"}]
 
 
+@on_debian_13_in_the_default_matrix
 def test_release_that_fails_behind_the_app_server_is_rolled_back(host, tmp_path):
     """It passes in-process but fails under Gunicorn: the probes after the reload roll it back."""
-    skip_on_debian_12(host, "the rollback path is the same on both")
     before = live_state(host)
     broken = break_sample_app(
         copy_sample_app(tmp_path / "app", "1.0.6"),
@@ -372,9 +372,9 @@ def test_redeploy_deploys_a_git_commit_without_its_metadata(host, redeploy):
     assert wait_for_job(FRONT_DOOR, redeploy.worker_before["id"])["state"] == "done", "shared data survives releases"
 
 
+@on_debian_13_in_the_default_matrix
 def test_redeploy_removes_no_release_below_the_limit(host, redeploy):
     """flask_app_keep_releases is 5: the refused releases of the tests before stay, and the new one joins them."""
-    skip_on_debian_12(host, "the clean-up is the same on both, and the releases it must keep come from tests skipped there")
     assert redeploy.run.returncode == 0, redeploy.run.stdout[-3000:]
     live = host.file(f"/srv/{APP}/current").linked_to.rsplit("/", 1)[-1]
     # 1.0.0 and the two refused releases of the tests before: two that the clean-up may not remove,
@@ -438,8 +438,8 @@ def test_worker_restart_lets_the_job_in_progress_finish(host):
     assert wait_for_job(FRONT_DOOR, enqueue_job(FRONT_DOOR))["pid"] != running["pid"]
 
 
+@on_debian_13_in_the_default_matrix
 def test_worker_that_crashes_on_the_new_release_rolls_back_web_and_worker(host, tmp_path):
-    skip_on_debian_12(host, "the rollback path is the same, and rollback.yml moves the worker on both")
     before = live_state(host)
     version = requests.get(FRONT_DOOR + "/healthz", timeout=5).json()["version"]
     source = copy_sample_app(tmp_path / "app", "1.0.7")
@@ -494,9 +494,9 @@ def deploy_plain_app(source, *args):
     )
 
 
+@on_debian_13_in_the_default_matrix
 def test_app_that_writes_relative_paths_runs_in_its_project_directory(host, tmp_path):
     """Not our app: a plain module with an app object, its own requirements, writing logs/ at import."""
-    skip_on_debian_12(host, "the release layout and the units' directories are the same on both")
     source = plain_app(tmp_path, "Flask>=3,<4\n")
     run = deploy_plain_app(source)
     assert run.returncode == 0, run.stdout[-3000:]
@@ -516,8 +516,8 @@ def test_app_that_writes_relative_paths_runs_in_its_project_directory(host, tmp_
     assert host.run(f"ls /etc/systemd/system | grep -c '^{APP}-'").stdout.strip() == "0"
 
 
+@on_debian_13_in_the_default_matrix
 def test_app_pinning_another_gunicorn_is_refused_naming_the_variable(host, tmp_path):
-    skip_on_debian_12(host, "the check of the app's pins is the same on both")
     before = live_state(host)
     run = deploy_plain_app(plain_app(tmp_path, "Flask>=3,<4\ngunicorn==21.2.0\n"))
     assert run.returncode != 0
@@ -527,9 +527,9 @@ def test_app_pinning_another_gunicorn_is_refused_naming_the_variable(host, tmp_p
     assert live_state(host) == before
 
 
+@on_debian_13_in_the_default_matrix
 def test_dependency_built_from_source_needs_its_build_packages_listed(host, tmp_path):
     """psycopg2 ships no wheel: without a compiler and libpq-dev the error names the variable; with them it deploys."""
-    skip_on_debian_12(host, "the build path is the same, and compiling psycopg2 takes minutes")
     source = plain_app(tmp_path, "Flask>=3,<4\npsycopg2==2.9.13\n")
     before = live_state(host)
     run = deploy_plain_app(source)
@@ -543,13 +543,13 @@ def test_dependency_built_from_source_needs_its_build_packages_listed(host, tmp_
     assert "cwd" in requests.get(FRONT_DOOR + "/", timeout=5).json()
 
 
+@on_debian_13_in_the_default_matrix
 def test_pip_source_deploys_a_requirement_spec(host, tmp_path):
     """Right after the plain app (which has no /healthz): this deploy is not polled.
 
     Polled on / (which both apps answer), it failed once in two CI runs: Gunicorn was not active
     when the switch reloaded it. Until that is understood, it stays unpolled, as it always was.
     """
-    skip_on_debian_12(host, "the pip source is built by the same tasks on both")
     source = copy_sample_app(tmp_path / "app", "3.0.0")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "wheels"), str(source)],

@@ -10,7 +10,6 @@ the certificate's and the server's tags, as an operator changing only the certif
 
 import datetime
 import json
-import os
 import shlex
 import socket
 import ssl
@@ -25,20 +24,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from flaskstack_checks import PROJECT_DIR, Poller, docker_gateway, run_playbook
+from flaskstack_checks import PROJECT_DIR, Poller, docker_gateway, on_debian_13_in_the_default_matrix, run_playbook
 
 # The name Pebble validates (it resolves to the container itself there); every site answers it.
 SITE = "app.flaskstack.test"
 HSTS = "max-age=63072000"
-
-# The tests that rerun the playbook exercise the certificate sources and the redirect, whose logic
-# does not depend on the Debian release: `make test` runs them on Debian 13 only, `make test-all`
-# (FLASKSTACK_TEST_MATRIX=full) on both. The release's own pieces (nginx, Apache or HAProxy and
-# OpenSSL versions, certbot, Pebble) are checked on both by the converge and the tests before them.
-on_debian_13_in_the_default_matrix = pytest.mark.skipif(
-    os.environ.get("MOLECULE_DISTRO", "debian13") != "debian13" and os.environ.get("FLASKSTACK_TEST_MATRIX") != "full",
-    reason="release-independent; runs on Debian 13, and on every release with FLASKSTACK_TEST_MATRIX=full",
-)
 
 __all__ = [
     "TlsSite",
