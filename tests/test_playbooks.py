@@ -59,16 +59,24 @@ GIT_SOURCE_PLAY = """\
 """
 
 
+def play_on_the_controller(tmp_path, play, *args):
+    """Write ``play`` (YAML text) to a file and run it on localhost, connection local, with this Python.
+
+    :returns: the finished ansible-playbook process (see :func:`ansible_playbook`).
+    """
+    path = tmp_path / "play.yml"
+    path.write_text(play, encoding="utf-8")
+    return ansible_playbook(
+        "-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}", *args, str(path))
+
+
 def resolve_git_ref(tmp_path, repo):
     """Run flask_app's source tasks for ``repo`` on the controller, with -vvv; returns the finished process.
 
     -vvv prints the module's arguments with its result (-v masks a URL's credentials in git's command only).
     """
-    play = tmp_path / "git_source.yml"
-    play.write_text(GIT_SOURCE_PLAY, encoding="utf-8")
-    return ansible_playbook(
-        "-vvv", "-i", "localhost,", "-c", "local", "-e", "flask_app_source_type=git", "-e", f"flask_app_git_repo={repo}",
-        "-e", f"ansible_python_interpreter={sys.executable}", str(play))
+    return play_on_the_controller(
+        tmp_path, GIT_SOURCE_PLAY, "-vvv", "-e", "flask_app_source_type=git", "-e", f"flask_app_git_repo={repo}")
 
 
 def test_git_url_with_a_token_is_never_printed_and_one_without_keeps_its_diagnostics(tmp_path):
@@ -101,11 +109,9 @@ UWSGI_ASSERT_PLAY = """\
 
 def test_uwsgi_http_port_below_1024_is_refused_naming_the_variable(tmp_path):
     """uWSGI runs as the app user from the start, which cannot bind a port below 1024."""
-    play = tmp_path / "uwsgi_assert.yml"
-    play.write_text(UWSGI_ASSERT_PLAY, encoding="utf-8")
-    runs = {address: ansible_playbook(
-        "-i", "localhost,", "-c", "local", "-e", "uwsgi_protocol=http", "-e", f"uwsgi_http_address={address}",
-        "-e", f"ansible_python_interpreter={sys.executable}", str(play)) for address in ("127.0.0.1:80", "127.0.0.1:8001")}
+    runs = {address: play_on_the_controller(
+        tmp_path, UWSGI_ASSERT_PLAY, "-e", "uwsgi_protocol=http", "-e", f"uwsgi_http_address={address}")
+        for address in ("127.0.0.1:80", "127.0.0.1:8001")}
     refused, accepted = runs["127.0.0.1:80"], runs["127.0.0.1:8001"]
     assert refused.returncode != 0 and "port from 1024 up (got 127.0.0.1:80)" in refused.stdout, refused.stdout[-3000:]
     assert accepted.returncode == 0, accepted.stdout[-3000:]
