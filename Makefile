@@ -45,11 +45,9 @@ lint: venv
 unit: venv
 	pytest -q sample_app/tests tests/test_roles.py tests/test_playbooks.py
 
-# Two scenarios at once on pytest-xdist workers: 64 min from a clean clone with the images cached,
-# with tests/conftest.py dealing the groups out and Debian 12 skipping the tests of
-# release-independent logic, on 2026-12-02 (73 min before both). On 2026-12-01: 68 min, against
-# 80 min for the same tests on the same machine before the scenarios ran under Mitogen
-# (tests/test_molecule.py).
+# Two scenarios at once on pytest-xdist workers: 38 min from a clean clone with the images cached
+# (2026-12-02; 64 min earlier that day, before the tests' own CPU was cut: the poller's client,
+# dockerd's userland proxy, the cluster's timer).
 # PYTEST_WORKERS=0 runs one at a time. Each Molecule scenario and the real-servers test is an
 # xdist group that one worker runs whole; tests/conftest.py deals the groups out to the workers.
 PYTEST_WORKERS ?= 2
