@@ -76,7 +76,6 @@ class Poller:
         self._url = urllib.parse.urlsplit(url)
         self._path = (self._url.path or "/") + (f"?{self._url.query}" if self._url.query else "")
         self.method = method
-        self.verify = verify
         # One TLS context for every request (loading the CAs costs more than a request), as verify says.
         self._tls = None
         if self._url.scheme == "https":
