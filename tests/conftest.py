@@ -17,16 +17,15 @@ import pytest
 # Minutes one test of each group took in the last `make test` on two workers: its group's time
 # divided by its tests in the default matrix (the scenarios: one test per release, from
 # benchmarks/profile_tests.py on .ansible/molecule-*.log; the real-servers test: six tests, the
-# sum of the seconds of its steps, which it prints). A clean clone on 2026-12-02, the scenarios
-# under Mitogen, every group beside another one on a machine whose two cores were busy. For
-# nginx_gunicorn and apache_modwsgi, less the seconds the tests now skipped on Debian 12 took.
+# sum of the seconds of its steps, which it prints). A clean clone of 01a84da on 2026-12-02, the
+# scenarios under Mitogen, every group beside another one on a machine whose two cores were busy.
 GROUP_TEST_MINUTES = {
-    "nginx_gunicorn": 33.7 / 2,
-    "haproxy_cluster": 33.5,
-    "real_servers": 21.8 / 6,
-    "apache_modwsgi": 15.7 / 2,
-    "nginx_uwsgi": 11.4,
-    "uwsgi_supervisord": 9.5,
+    "nginx_gunicorn": (664 + 414) / 60 / 2,
+    "haproxy_cluster": 1114 / 60,
+    "real_servers": 691 / 60 / 6,
+    "apache_modwsgi": (269 + 216) / 60 / 2,
+    "nginx_uwsgi": 412 / 60,
+    "uwsgi_supervisord": 375 / 60,
 }
 
 

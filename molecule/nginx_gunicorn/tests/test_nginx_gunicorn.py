@@ -20,7 +20,7 @@ import yaml
 
 from flaskstack_checks import (
     PROJECT_DIR, Poller, break_sample_app, copy_sample_app, docker_gateway, enqueue_job, install_built_collection,
-    job_done_by_the_worker, on_debian_13_in_the_default_matrix, run_playbook, wait_for_job,
+    job_done_by_the_worker, on_debian_13_in_the_default_matrix, run_playbook, systemd_exposure, wait_for_job,
 )
 
 FRONT_DOOR = "http://127.0.0.1:18080"
@@ -148,6 +148,13 @@ def test_gunicorn_master_and_workers_run_as_the_app_user(host):
     # Gunicorn 25+ also runs a control socket; it must find a writable place, its runtime directory.
     assert host.file(f"/run/gunicorn-{APP}/gunicorn.ctl").is_socket
     assert "Control server error" not in host.run(f"journalctl --no-pager -u gunicorn-{APP}.service").stdout
+
+
+def test_units_that_run_the_app_score_at_most_2_5_in_systemd_analyze_security(host):
+    ours = {unit: systemd_exposure(host, unit)
+            for unit in [f"gunicorn-{APP}.service", f"{APP}-worker@1.service", f"{APP}-tick.service"]}
+    print(f"systemd-analyze security: {ours}; Debian's nginx.service {systemd_exposure(host, 'nginx.service')}")
+    assert max(ours.values()) <= 2.5, ours
 
 
 def test_app_socket_is_only_for_the_app_and_the_web_server(host):

@@ -11,7 +11,7 @@ import time
 
 import requests
 
-from flaskstack_checks import PROJECT_DIR, Poller, copy_sample_app, job_done_by_the_worker, run_playbook
+from flaskstack_checks import PROJECT_DIR, Poller, copy_sample_app, job_done_by_the_worker, run_playbook, systemd_exposure
 from uwsgi_topology_checks import *  # noqa: F401,F403  (the shared tests, collected here)
 from uwsgi_topology_checks import APP
 
@@ -55,6 +55,12 @@ def test_uwsgi_socket_is_only_for_the_app_and_the_web_server(host):
     connect = f"python3 -c 'import socket; socket.socket(socket.AF_UNIX).connect(\"/run/{APP}/{APP}.sock\")'"
     assert host.run(f"runuser -u www-data -- {connect}").rc == 0
     assert host.run(f"runuser -u nobody -- {connect}").rc != 0
+
+
+def test_units_the_collection_writes_score_at_most_2_5_in_systemd_analyze_security(host):
+    ours = {unit: systemd_exposure(host, unit) for unit in [f"uwsgi-{APP}.service", f"{APP}-worker@1.service", f"{BACKUP_UNIT}.service"]}
+    print(f"systemd-analyze security: {ours}")
+    assert max(ours.values()) <= 2.5, ours
 
 
 def test_nginx_speaks_the_uwsgi_protocol(host):

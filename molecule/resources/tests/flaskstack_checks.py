@@ -8,6 +8,7 @@ import http.client
 import importlib.util
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -186,6 +187,23 @@ def wait_for_job(base_url, job_id, state="done", seconds=30.0):
         if job["state"] == state or time.monotonic() > deadline:
             return job
         time.sleep(0.2)
+
+
+def systemd_exposure(host, unit):
+    """What ``systemd-analyze security`` rates a unit on the host: its overall exposure (float).
+
+    The scale runs from 0.0 (fully sandboxed) to 10.0 (nothing restricted); systemd calls up to
+    1.9 "OK" and 2.0 to 4.9 "MEDIUM" (systemd-analyze(1), "security").
+
+    :param host: the testinfra host the unit is loaded on.
+    :param str unit: the unit's full name, for example ``nginx.service``.
+    :raises AssertionError: when systemd-analyze fails or prints no overall exposure level.
+    """
+    run = host.run(f"systemd-analyze security --no-pager {unit}")
+    assert run.rc == 0, run.stderr
+    match = re.search(rf"Overall exposure level for {re.escape(unit)}: ([0-9.]+)", run.stdout)
+    assert match, run.stdout[-2000:]
+    return float(match.group(1))
 
 
 def job_done_by_the_worker(base_url):
