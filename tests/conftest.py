@@ -17,7 +17,7 @@ import pytest
 # Minutes one test of each group took in the last `make test` on two workers: its group's time
 # divided by its tests in the default matrix (the scenarios: one test per release, from
 # benchmarks/profile_tests.py on .ansible/molecule-*.log; the real-servers test: six tests, the
-# sum of the seconds of its steps, which it prints). A clean clone of 01a84da on 2026-12-02, the
+# sum of the seconds of its steps, which it prints). A clean clone of 01a84da (`bash .ci/run`), the
 # scenarios under Mitogen, every group beside another one on a machine whose two cores were busy.
 GROUP_TEST_MINUTES = {
     "nginx_gunicorn": (664 + 414) / 60 / 2,
