@@ -12,8 +12,6 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
-scratch=()
-trap 'rm -rf "${scratch[@]}"' EXIT
 # The uv that flask_app installs goes into the stack image, where flask_app looks for it.
 uv_package="$(sed -n 's/^flask_app_uv_package: *//p' "$here/../roles/flask_app/defaults/main.yml")"
 recipe="$( (cat "$here/test-image/Dockerfile" "$here/test-image/Dockerfile.ssh" "$here/test-image/Dockerfile.stack" \
@@ -34,9 +32,6 @@ build() {
         return 0
     fi
     if ! docker image inspect "$base_image" >/dev/null 2>&1; then
-        command -v debootstrap >/dev/null 2>&1 || {
-            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
-        }
         local rootfs
         rootfs="$(mktemp -d)"
         scratch+=("$rootfs")
@@ -65,6 +60,22 @@ build() {
 
 releases=("$@")
 [ ${#releases[@]} -gt 0 ] || releases=(debian13 debian12)
+# Installed once, before the builds start side by side: two apt-get runs would race for its lock.
 for release in "${releases[@]}"; do
-    build "$release"
+    if ! docker image inspect "flaskstack/$release-base:latest" >/dev/null 2>&1 && ! command -v debootstrap >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+    fi
 done
+# The releases build side by side: each build is mostly one dpkg or one download at a time, so
+# two of them use the machine's cores and network better than one after the other.
+builds=()
+for release in "${releases[@]}"; do
+    # A subshell does not run the parent's EXIT trap: each removes its own scratch directories.
+    ( scratch=(); trap 'rm -rf "${scratch[@]}"' EXIT; build "$release" ) &
+    builds+=("$!")
+done
+failed=0
+for pid in "${builds[@]}"; do
+    wait "$pid" || failed=1
+done
+exit "$failed"
