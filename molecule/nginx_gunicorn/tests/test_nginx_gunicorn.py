@@ -2,7 +2,7 @@
 
 Every test takes the host fixture so that pytest keeps them in file order: the tests at
 the end redeploy and restart the app. Tests that check parts of one deploy share it through a
-module fixture (``redeploy``), so the playbook runs once for all of them.
+module fixture (``redeploy``, ``plain_app_deploys``), so the playbook runs once for all of them.
 """
 
 import hashlib
@@ -502,11 +502,48 @@ def deploy_plain_app(source, *args):
 
 
 @on_debian_13_in_the_default_matrix
-def test_app_that_writes_relative_paths_runs_in_its_project_directory(host, tmp_path):
-    """Not our app: a plain module with an app object, its own requirements, writing logs/ at import."""
-    source = plain_app(tmp_path, "Flask>=3,<4\n")
-    run = deploy_plain_app(source)
+def test_app_pinning_another_gunicorn_is_refused_naming_the_variable(host, tmp_path):
+    before = live_state(host)
+    run = deploy_plain_app(plain_app(tmp_path, "Flask>=3,<4\ngunicorn==21.2.0\n"))
+    assert run.returncode != 0
+    message = run.stdout.split("its virtualenv could not be built")[-1]
+    assert "The app's own requirements pin gunicorn" in message and "gunicorn_package" in message, run.stdout[-3000:]
+    assert "gunicorn==21.2.0" in message, "the installer's own words name the app's pin"
+    assert live_state(host) == before
+
+
+@pytest.fixture(scope="module")
+def plain_app_deploys(host, tmp_path_factory):
+    """The plain app, whose psycopg2 ships no wheel: deployed without build packages, then with them.
+
+    The first run must be refused; the second deploys the app that the next two tests check, so
+    that one deploy serves both (a deploy of this app costs as much as any other).
+    """
+    source = plain_app(tmp_path_factory.mktemp("plain"), "Flask>=3,<4\npsycopg2==2.9.13\n")
+    before = live_state(host)
+    refused = deploy_plain_app(source)
+    after_refused = live_state(host)
+    deployed = deploy_plain_app(source, "-e", json.dumps({"flask_app_build_packages": ["gcc", "python3-dev", "libpq-dev"]}))
+    return SimpleNamespace(before=before, refused=refused, after_refused=after_refused, deployed=deployed)
+
+
+@on_debian_13_in_the_default_matrix
+def test_dependency_built_from_source_needs_its_build_packages_listed(host, plain_app_deploys):
+    """psycopg2 ships no wheel: without a compiler and libpq-dev the error names the variable; with them it deploys."""
+    run = plain_app_deploys.refused
+    assert run.returncode != 0
+    message = run.stdout.split("its virtualenv could not be built")[-1]
+    assert "psycopg2" in message and "flask_app_build_packages" in message, run.stdout[-3000:]
+    assert plain_app_deploys.after_refused == plain_app_deploys.before
+    run = plain_app_deploys.deployed
     assert run.returncode == 0, run.stdout[-3000:]
+    assert host.run(f"/srv/{APP}/current/venv/bin/python -c 'import psycopg2'").rc == 0
+
+
+@on_debian_13_in_the_default_matrix
+def test_app_that_writes_relative_paths_runs_in_its_project_directory(host, plain_app_deploys):
+    """Not our app: a plain module with an app object, its own requirements, writing logs/ at import."""
+    assert plain_app_deploys.deployed.returncode == 0, plain_app_deploys.deployed.stdout[-3000:]
     body = requests.get(FRONT_DOOR + "/", timeout=5).json()
     project_dir = host.run(f"readlink -f /srv/{APP}/current/app").stdout.strip()
     assert project_dir.startswith(f"/srv/{APP}/releases/")
@@ -521,33 +558,6 @@ def test_app_that_writes_relative_paths_runs_in_its_project_directory(host, tmp_
     units = host.run(f"systemctl list-units --all --no-legend --plain '{APP}-*'").stdout
     assert "worker" not in units and "tick" not in units, units
     assert host.run(f"ls /etc/systemd/system | grep -c '^{APP}-'").stdout.strip() == "0"
-
-
-@on_debian_13_in_the_default_matrix
-def test_app_pinning_another_gunicorn_is_refused_naming_the_variable(host, tmp_path):
-    before = live_state(host)
-    run = deploy_plain_app(plain_app(tmp_path, "Flask>=3,<4\ngunicorn==21.2.0\n"))
-    assert run.returncode != 0
-    message = run.stdout.split("its virtualenv could not be built")[-1]
-    assert "The app's own requirements pin gunicorn" in message and "gunicorn_package" in message, run.stdout[-3000:]
-    assert "gunicorn==21.2.0" in message, "the installer's own words name the app's pin"
-    assert live_state(host) == before
-
-
-@on_debian_13_in_the_default_matrix
-def test_dependency_built_from_source_needs_its_build_packages_listed(host, tmp_path):
-    """psycopg2 ships no wheel: without a compiler and libpq-dev the error names the variable; with them it deploys."""
-    source = plain_app(tmp_path, "Flask>=3,<4\npsycopg2==2.9.13\n")
-    before = live_state(host)
-    run = deploy_plain_app(source)
-    assert run.returncode != 0
-    message = run.stdout.split("its virtualenv could not be built")[-1]
-    assert "psycopg2" in message and "flask_app_build_packages" in message, run.stdout[-3000:]
-    assert live_state(host) == before
-    run = deploy_plain_app(source, "-e", json.dumps({"flask_app_build_packages": ["gcc", "python3-dev", "libpq-dev"]}))
-    assert run.returncode == 0, run.stdout[-3000:]
-    assert host.run(f"/srv/{APP}/current/venv/bin/python -c 'import psycopg2'").rc == 0
-    assert "cwd" in requests.get(FRONT_DOOR + "/", timeout=5).json()
 
 
 @on_debian_13_in_the_default_matrix
