@@ -45,7 +45,10 @@ def variable_table(options):
         kind = spec["type"] + (f" of {spec['elements']}" if "elements" in spec else "")
         choices = ", ".join(f"`{choice}`" for choice in spec.get("choices", []))
         description = " ".join(spec["description"]) if isinstance(spec["description"], list) else spec["description"]
-        rows.append(f"| `{name}` | {kind} | {_cell(spec.get('default'))} | {choices} | {description} |")
+        # A default computed from other variables is not declared in the spec (a boolean's spec default
+        # must be a boolean): its description says it.
+        default = _cell(spec["default"]) if "default" in spec else "computed"
+        rows.append(f"| `{name}` | {kind} | {default} | {choices} | {description} |")
     return "\n".join(rows)
 
 
