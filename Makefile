@@ -45,9 +45,9 @@ lint: venv
 unit: venv
 	pytest -q sample_app/tests tests/test_roles.py tests/test_playbooks.py
 
-# Two scenarios at once on pytest-xdist workers: 38 min from a clean clone with the images cached
-# (2026-12-02; 64 min earlier that day, before the tests' own CPU was cut: the poller's client,
-# dockerd's userland proxy, the cluster's timer).
+# Two scenarios at once on pytest-xdist workers: 55 min from a clean clone, the images built from
+# nothing included (51.5 min of tests; 2026-12-02 at 95de70b, on a machine slower than the one that
+# took 38 min with the images cached at 01a84da).
 # PYTEST_WORKERS=0 runs one at a time. Each Molecule scenario and the real-servers test is an
 # xdist group that one worker runs whole; tests/conftest.py deals the groups out to the workers.
 PYTEST_WORKERS ?= 2
