@@ -37,8 +37,8 @@ def test_argument_specs_declare_exactly_the_defaults(role):
 
 @pytest.mark.parametrize("role", ROLES)
 def test_assert_entry_point_validates_like_main(role):
-    specs = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text(encoding="utf-8"))
-    assert specs["argument_specs"]["assert"] == specs["argument_specs"]["main"]
+    entry_points = role_docs.load_entry_points(ROOT / "roles" / role)
+    assert entry_points["assert"] == entry_points["main"]
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -68,7 +68,6 @@ def test_every_entry_point_the_playbooks_and_roles_call_has_an_argument_spec():
     calls = {call for path in files for call in role_calls(yaml.safe_load(path.read_text(encoding="utf-8")))}
     assert ("flask_app", "rollback") in calls, "the walk finds the calls"
     for role, entry_point in sorted(calls):
-        specs = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text(encoding="utf-8"))
-        entry = specs["argument_specs"].get(entry_point)
+        entry = role_docs.load_entry_points(ROOT / "roles" / role).get(entry_point)
         assert entry, f"{role} has no argument spec for its entry point {entry_point}"
         assert entry.get("short_description") and entry.get("description"), f"{role} {entry_point}: undocumented"
