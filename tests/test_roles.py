@@ -1,5 +1,6 @@
 """Static checks of the roles: argument specs agree with defaults, READMEs are current."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -71,3 +72,15 @@ def test_every_entry_point_the_playbooks_and_roles_call_has_an_argument_spec():
         entry = role_docs.load_entry_points(ROOT / "roles" / role).get(entry_point)
         assert entry, f"{role} has no argument spec for its entry point {entry_point}"
         assert entry.get("short_description") and entry.get("description"), f"{role} {entry_point}: undocumented"
+
+
+def test_galaxy_dependencies_are_the_collections_the_shipped_content_calls():
+    """A module or filter of a collection missing from galaxy.yml fails only on a user's controller."""
+    galaxy = yaml.safe_load((ROOT / "galaxy.yml").read_text(encoding="utf-8"))
+    shipped = [path for path in (ROOT / "roles").rglob("*") if path.is_file()]
+    shipped += [path for path in (ROOT / "playbooks").rglob("*.yml") if not path.name.startswith("sandbox_")]
+    fqcn = re.compile(r"\b([a-z_]+\.[a-z_]+)\.[a-z_0-9]+\b")
+    called = {match for path in shipped for match in fqcn.findall(path.read_text(encoding="utf-8"))}
+    collections = {name for name in called if name.split(".")[0] in ("community", "ansible")} - {"ansible.builtin"}
+    assert "community.postgresql" in collections, "the walk finds the postgresql role's modules"
+    assert collections == set(galaxy["dependencies"])
