@@ -55,6 +55,20 @@ print(json.dumps({row["svname"]: row["status"] for row in csv.DictReader(data.sp
                   if row["pxname"] == "app" and row["svname"] not in ("FRONTEND", "BACKEND")}))
 """
 
+# Asks HAProxy's runtime API for its process-wide connection limit and each app server's.
+LIMITS_SCRIPT = """
+import csv, json, socket
+def ask(command):
+    api = socket.socket(socket.AF_UNIX)
+    api.connect("/run/haproxy/admin.sock")
+    api.sendall(command.encode() + b"\\n")
+    return b"".join(iter(lambda: api.recv(65536), b"")).decode()
+info = dict(line.split(": ", 1) for line in ask("show info").splitlines() if ": " in line)
+stat = csv.DictReader(ask("show stat").lstrip("# ").splitlines())
+print(json.dumps({"maxconn": info["Maxconn"], "servers": {row["svname"]: row["slim"] for row in stat
+                  if row["pxname"] == "app" and row["svname"] not in ("FRONTEND", "BACKEND")}}))
+"""
+
 
 def node(name):
     """A testinfra host for an app node."""
@@ -252,6 +266,23 @@ def test_requests_reach_the_journal_of_haproxy(host):
     assert requests.get(f"{FRONT_DOOR}/healthz?log={marker}", timeout=5).status_code == 200
     time.sleep(1)
     assert marker in host.run("journalctl --no-pager -o cat -u haproxy.service").stdout
+
+
+def test_unknown_host_gets_404_from_haproxy_and_never_reaches_a_node(host):
+    # The nodes refuse it (444); sent on, each refusal would be retried on the next node before a 502.
+    marker = uuid.uuid4().hex
+    started = time.monotonic()
+    response = requests.get(f"{FRONT_DOOR}/healthz?log={marker}", headers={"Host": "unknown.invalid"}, timeout=5)
+    assert response.status_code == 404 and time.monotonic() - started < 1, (response.status_code, response.text[:200])
+    time.sleep(1)
+    logged = [line for line in host.run("journalctl --no-pager -o cat -u haproxy.service").stdout.splitlines()
+              if marker in line]
+    assert len(logged) == 1 and "<NOSRV>" in logged[0] and " 404 " in logged[0], logged
+
+
+def test_haproxy_runs_with_the_connection_limits_of_its_settings(host):
+    limits = json.loads(host.check_output(f"python3 -c {shlex.quote(LIMITS_SCRIPT)}"))
+    assert limits == {"maxconn": "2000", "servers": dict.fromkeys(NODES, "256")}, limits
 
 
 def test_acme_challenge_goes_to_its_own_backend(host):
