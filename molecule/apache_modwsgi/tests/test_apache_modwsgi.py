@@ -13,7 +13,7 @@ import requests
 
 from flaskstack_checks import (
     PROJECT_DIR, Poller, assert_broken_release_is_refused_in_process, assert_release_broken_behind_the_server_is_rolled_back,
-    copy_sample_app, docker_gateway, on_debian_13_in_the_default_matrix, run_playbook,
+    copy_sample_app, docker_gateway, on_debian_13_in_the_default_matrix, run_playbook, seconds_a_slow_client_is_kept,
 )
 
 PORT = 18083
@@ -87,6 +87,13 @@ def test_pages_and_static_files_answer_under_the_prefix(host):
     assert stylesheet.headers["Content-Encoding"] == "gzip"
     # Served by Apache from disk: no handler, the daemon processes never saw it.
     assert logged_handler(host, static_marker) == "-"
+
+
+def test_a_client_that_never_finishes_its_headers_is_cut_off_after_the_header_timeout(host):
+    # mod_reqtimeout closes it after the role's header timeout (10 s; it would allow up to 20 s to a
+    # client sending 500 bytes a second), with a 408 or nothing.
+    waited, answer = seconds_a_slow_client_is_kept(PORT, "localhost")
+    assert 9 <= waited < 20 and (answer == b"" or answer.startswith(b"HTTP/1.1 408")), (waited, answer[:200])
 
 
 def test_paths_outside_the_prefix_and_unknown_hosts_get_404(host):

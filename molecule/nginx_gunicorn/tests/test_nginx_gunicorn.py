@@ -20,7 +20,8 @@ import yaml
 
 from flaskstack_checks import (
     PROJECT_DIR, Poller, break_sample_app, copy_sample_app, docker_gateway, enqueue_job, install_built_collection,
-    job_done_by_the_worker, on_debian_13_in_the_default_matrix, run_playbook, systemd_exposure, wait_for_job,
+    job_done_by_the_worker, on_debian_13_in_the_default_matrix, run_playbook, seconds_a_slow_client_is_kept,
+    systemd_exposure, wait_for_job,
 )
 
 FRONT_DOOR = "http://127.0.0.1:18080"
@@ -130,6 +131,13 @@ def test_forged_host_header_behind_an_absolute_uri_does_not_reach_the_app(host):
 def test_unknown_host_gets_no_answer(host):
     with pytest.raises(requests.ConnectionError):
         requests.get(FRONT_DOOR + "/", headers={"Host": "not-our-site.example"}, timeout=5)
+
+
+def test_a_client_that_never_finishes_its_headers_is_cut_off_after_the_header_timeout(host):
+    # A slow client holds a connection, never for long: nginx closes it after client_header_timeout
+    # (the role's default, 10 s), answering nothing (it logs 408).
+    waited, answer = seconds_a_slow_client_is_kept(18080, "localhost")
+    assert 9 <= waited < 20 and (answer == b"" or answer.startswith(b"HTTP/1.1 408")), (waited, answer[:200])
 
 
 def test_only_nginx_listens_on_a_non_loopback_address(host):

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
@@ -204,6 +205,24 @@ def systemd_exposure(host, unit):
     match = re.search(rf"Overall exposure level for {re.escape(unit)}: ([0-9.]+)", run.stdout)
     assert match, run.stdout[-2000:]
     return float(match.group(1))
+
+
+def seconds_a_slow_client_is_kept(port, host_header):
+    """Open a connection to the front door, send the start of a request and never finish its headers.
+
+    :param int port: the front door's port on 127.0.0.1.
+    :param str host_header: the Host header sent, a name the site serves.
+    :returns: (seconds until the server closed the connection, float; what it sent, bytes: nothing,
+        or a 408 answer).
+    :raises socket.timeout: when the server keeps the connection for more than 60 s.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as slow:
+        slow.sendall(f"GET / HTTP/1.1\r\nHost: {host_header}\r\n".encode())
+        started = time.monotonic()
+        answer = b""
+        while chunk := slow.recv(4096):
+            answer += chunk
+        return time.monotonic() - started, answer
 
 
 def job_done_by_the_worker(base_url):
