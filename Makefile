@@ -65,9 +65,9 @@ lint: venv
 unit: venv
 	pytest -q sample_app/tests tests/test_roles.py tests/test_playbooks.py
 
-# Two scenarios at once on pytest-xdist workers: 55 min from a clean clone, the images built from
-# nothing included (51.5 min of tests; 2026-12-02 at 95de70b, on a machine slower than the one that
-# took 38 min with the images cached at 01a84da).
+# Two scenarios at once on pytest-xdist workers: 41.4 min from a clean clone with the images cached
+# (38.8 min of tests; 2026-12-02 at 8d60a96), 55 min with them built from nothing on a slower day
+# (95de70b). These machines vary by a third from day to day.
 # PYTEST_WORKERS=0 runs one at a time. Each Molecule scenario and the real-servers test is an
 # xdist group that one worker runs whole; tests/conftest.py deals the groups out to the workers.
 PYTEST_WORKERS ?= 2
