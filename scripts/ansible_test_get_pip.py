@@ -3,7 +3,7 @@
 ansible-test creates a virtual environment without pip for each sanity test and bootstraps
 pip into it with a script it downloads from its own CI file host, which CI machines cannot
 reach (../shared/ENVIRONMENT.md). ansible-test uses a script it finds in its cache instead,
-so `make sanity-setup` copies this one to ~/.ansible/test/cache/get_pip_<version>.py.
+so `make sanity-venvs` (scripts/built_collection.py) copies this one to ~/.ansible/test/cache/get_pip_<version>.py.
 
 It installs the pip that Python's ensurepip carries, then lets that pip install what
 ansible-test asked for (pip at ansible-test's pinned version, from the package index). The

@@ -13,6 +13,7 @@ script and creates the virtualenvs, so that ``make test`` runs the sanity tests 
 Usage: python scripts/built_collection.py (what ``make setup`` runs: it primes ansible-test)
 """
 
+import os
 import shutil
 import subprocess
 import sys
@@ -29,7 +30,7 @@ PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 def build_into(directory):
-    """Build the collection and unpack it under ``directory``.
+    """Build the collection and unpack it under ``directory``; the tarball stays in ``directory``.
 
     :param directory: a ``pathlib.Path`` to an empty or missing directory (created).
     :returns: the ``pathlib.Path`` of the unpacked collection,
@@ -47,6 +48,16 @@ def build_into(directory):
     with tarfile.open(tarball) as archive:
         archive.extractall(collection, filter="data")
     return collection
+
+
+def collections_path(collection):
+    """ANSIBLE_COLLECTIONS_PATH that finds the unpacked collection first, then the controller's own.
+
+    :param collection: the ``pathlib.Path`` that :func:`build_into` returned.
+    :returns: a str: the unpacked collection's root, then this Python's import path (where the
+        ``ansible`` package keeps the collections it bundles, the dependencies among them).
+    """
+    return os.pathsep.join([str(collection.parents[2]), *sys.path])
 
 
 def install_get_pip_stand_in():

@@ -14,7 +14,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,9 @@ import yaml
 import ansible
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import built_collection  # noqa: E402
 # The newest ansible-core release when this was last checked (2026-12-02); requires_ansible stops
 # before the next minor.
 NEWEST_ANSIBLE_CORE = "2.21.5"
@@ -79,7 +81,13 @@ def minor_of(version):
 
 
 @pytest.fixture(scope="module")
-def newest_controller(tmp_path_factory):
+def collection(tmp_path_factory):
+    """The built collection, unpacked where the controller's Ansible finds it (its tarball beside)."""
+    return built_collection.build_into(tmp_path_factory.mktemp("built"))
+
+
+@pytest.fixture(scope="module")
+def newest_controller(tmp_path_factory, collection):
     """The Debian 13 test host with the newest ansible-core and the collection installed; yields its name."""
     home = tmp_path_factory.mktemp("newest-core")
     inventory = home / "sandbox.yml"
@@ -98,8 +106,7 @@ def newest_controller(tmp_path_factory):
             namespace, name = dependency.split(".")
             on_host("mkdir", "-p", f"{collections}/{namespace}")
             run(["docker", "cp", str(installed / namespace / name), f"{HOST}:{collections}/{namespace}/{name}"])
-        run(["ansible-galaxy", "collection", "build", "--output-path", str(home), str(ROOT)])
-        tarball = next(home.glob("*.tar.gz"))
+        tarball = next(collection.parents[2].glob("*.tar.gz"))
         run(["docker", "cp", str(tarball), f"{HOST}:/root/{tarball.name}"])
         on_host(f"{CONTROLLER_VENV}/bin/ansible-galaxy", "collection", "install", "--offline", f"/root/{tarball.name}")
         on_host("sh", "-c", "cat > /root/hosts.yml", input=INVENTORY)
@@ -127,20 +134,15 @@ def test_requires_ansible_admits_the_controllers_and_the_newest_ansible_core(new
     assert excluded == (minor_of(NEWEST_ANSIBLE_CORE)[0], minor_of(NEWEST_ANSIBLE_CORE)[1] + 1), excluded
 
 
-def test_every_shipped_playbook_passes_the_syntax_check_on_the_lowest_and_the_newest(newest_controller):
-    with tempfile.TemporaryDirectory() as scratch:
-        collections = Path(scratch)
-        run(["ansible-galaxy", "collection", "build", "--output-path", scratch, str(ROOT)])
-        # --force: the checkout's own ansible.cfg finds the collection already, through its link.
-        run(["ansible-galaxy", "collection", "install", "--offline", "--no-deps", "--force", "-p", str(collections),
-             *map(str, collections.glob("*.tar.gz"))])
-        (collections / "hosts.yml").write_text(INVENTORY, encoding="utf-8")
-        # The controller's own Ansible, with none of the checkout's settings.
-        lowest_env = {"PATH": os.environ["PATH"], "HOME": scratch, "LANG": "C.UTF-8",
-                      "ANSIBLE_COLLECTIONS_PATH": f"{collections}{os.pathsep}{os.pathsep.join(sys.path)}"}
-        for playbook in SHIPPED_PLAYBOOKS:
-            run(["ansible-playbook", "--syntax-check", "-i", str(collections / "hosts.yml"),
-                 f"flaskstack.deploy.{playbook}"], env=lowest_env, cwd=scratch)
+def test_every_shipped_playbook_passes_the_syntax_check_on_the_lowest_and_the_newest(newest_controller, collection,
+                                                                                   tmp_path):
+    (tmp_path / "hosts.yml").write_text(INVENTORY, encoding="utf-8")
+    # The controller's own Ansible, with none of the checkout's settings.
+    lowest_env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LANG": "C.UTF-8",
+                  "ANSIBLE_COLLECTIONS_PATH": built_collection.collections_path(collection)}
+    for playbook in SHIPPED_PLAYBOOKS:
+        run(["ansible-playbook", "--syntax-check", "-i", str(tmp_path / "hosts.yml"), f"flaskstack.deploy.{playbook}"],
+            env=lowest_env, cwd=tmp_path)
     for playbook in SHIPPED_PLAYBOOKS:
         returncode, output = newest_playbook("--syntax-check", f"flaskstack.deploy.{playbook}")
         assert returncode == 0, f"{playbook} on ansible-core {NEWEST_ANSIBLE_CORE}:\n{output[-4000:]}"

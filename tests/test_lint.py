@@ -59,9 +59,8 @@ def test_ansible_test_sanity_passes_on_the_built_collection(collection):
 
 def test_antsibull_docs_lint_passes_on_the_built_collection(collection):
     """Every role entry point documented as the docs site would render it."""
-    collections_path = f"{collection.parents[2]}{os.pathsep}{os.pathsep.join(sys.path)}"
     returncode, output = run_in(collection, ["antsibull-docs", "lint-collection-docs", "--plugin-docs", "."],
-                                ANSIBLE_COLLECTIONS_PATH=collections_path)
+                                ANSIBLE_COLLECTIONS_PATH=built_collection.collections_path(collection))
     assert returncode == 0, output
 
 
