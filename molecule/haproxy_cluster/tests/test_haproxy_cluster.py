@@ -44,29 +44,27 @@ RATE_LIMIT = 1000
 POLL_INTERVAL = 0.02
 # Requests a poller sends at most during a deploy: 10 minutes at that rate.
 MAX_POLLED = 30_000
-# Asks HAProxy's runtime API (root only) for the status of each server of the app's backend.
-SERVER_STATUS_SCRIPT = """
-import csv, json, socket
-api = socket.socket(socket.AF_UNIX)
-api.connect("/run/haproxy/admin.sock")
-api.sendall(b"show stat\\n")
-data = b"".join(iter(lambda: api.recv(65536), b"")).decode().lstrip("# ")
-print(json.dumps({row["svname"]: row["status"] for row in csv.DictReader(data.splitlines())
-                  if row["pxname"] == "app" and row["svname"] not in ("FRONTEND", "BACKEND")}))
-"""
-
-# Asks HAProxy's runtime API for its process-wide connection limit and each app server's.
-LIMITS_SCRIPT = """
+# HAProxy's runtime API (root only), in a script run on the load balancer: ask() sends one
+# command, app_servers() gives the "show stat" rows of the app's backend servers.
+RUNTIME_API = """
 import csv, json, socket
 def ask(command):
     api = socket.socket(socket.AF_UNIX)
     api.connect("/run/haproxy/admin.sock")
     api.sendall(command.encode() + b"\\n")
     return b"".join(iter(lambda: api.recv(65536), b"")).decode()
+def app_servers():
+    return [row for row in csv.DictReader(ask("show stat").lstrip("# ").splitlines())
+            if row["pxname"] == "app" and row["svname"] not in ("FRONTEND", "BACKEND")]
+"""
+# The status of each server of the app's backend.
+SERVER_STATUS_SCRIPT = RUNTIME_API + """
+print(json.dumps({row["svname"]: row["status"] for row in app_servers()}))
+"""
+# Its process-wide connection limit and each app server's.
+LIMITS_SCRIPT = RUNTIME_API + """
 info = dict(line.split(": ", 1) for line in ask("show info").splitlines() if ": " in line)
-stat = csv.DictReader(ask("show stat").lstrip("# ").splitlines())
-print(json.dumps({"maxconn": info["Maxconn"], "servers": {row["svname"]: row["slim"] for row in stat
-                  if row["pxname"] == "app" and row["svname"] not in ("FRONTEND", "BACKEND")}}))
+print(json.dumps({"maxconn": info["Maxconn"], "servers": {row["svname"]: row["slim"] for row in app_servers()}}))
 """
 
 
