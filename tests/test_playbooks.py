@@ -25,6 +25,7 @@ all:
     haproxy_cluster_lb:
       hosts:
         lb1.example.com:
+          haproxy_cluster_lb_address: 10.0.0.10
     haproxy_cluster_nodes:
       hosts:
         app1.example.com:

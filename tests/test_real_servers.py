@@ -49,13 +49,17 @@ APP = "fieldapp"
 HOSTS = {
     "flaskstack-field-web1": {"group": "nginx_gunicorn", "http": 18180, "ssh": 12221, "prefix": ""},
     "flaskstack-field-web2": {"group": "apache_modwsgi", "http": 18181, "ssh": 12222, "prefix": "/hip"},
-    "flaskstack-field-lb": {"group": "haproxy_cluster_lb", "http": 18182, "ssh": 12223, "prefix": ""},
-    "flaskstack-field-node1": {"group": "haproxy_cluster_nodes", "http": None, "ssh": 12224, "prefix": ""},
+    "flaskstack-field-lb": {"group": "haproxy_cluster_lb", "http": 18182, "ssh": 12223, "prefix": "",
+                            "address": "172.30.182.10"},
+    "flaskstack-field-node1": {"group": "haproxy_cluster_nodes", "http": None, "ssh": 12224, "prefix": "",
+                               "address": "172.30.182.11"},
 }
 # The hosts where the app runs, and those with a front door of their own.
 APP_HOSTS = [host for host, spec in HOSTS.items() if spec["group"] != "haproxy_cluster_lb"]
 FRONT_DOORS = [host for host, spec in HOSTS.items() if spec["http"]]
 CLUSTER = "flaskstack-field-cluster"
+# The cluster's network, where its hosts have fixed addresses: the nodes let the load balancer's in.
+CLUSTER_SUBNET = "172.30.182.0/24"
 APP_SOURCE = '''"""A Flask app that is not the sample: / redirects to the login page, as many real apps do."""
 
 import os
@@ -190,7 +194,8 @@ def field(request, tmp_path_factory):
         "all:\n  vars:\n    ansible_connection: community.docker.docker\n  hosts:\n"
         + "".join(f"    {host}:\n      sandbox_ssh_port: {spec['ssh']}\n"
                   + (f"      sandbox_http_port: {spec['http']}\n" if spec["http"] else "")
-                  + (f"      sandbox_network: {CLUSTER}\n" if spec["group"].startswith("haproxy_cluster") else "")
+                  + (f"      sandbox_network: {CLUSTER}\n      sandbox_network_subnet: {CLUSTER_SUBNET}\n"
+                     f"      sandbox_ipv4_address: {spec['address']}\n" if "address" in spec else "")
                   for host, spec in HOSTS.items()), encoding="utf-8")
     sandbox_env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
                        MOLECULE_IMAGE=f"flaskstack/{release}-ssh:latest",
@@ -224,6 +229,10 @@ def field(request, tmp_path_factory):
         else:
             connection_vars = lambda spec: "ansible_connection: community.docker.docker"
 
+        # The cluster's private addresses, as an inventory gives them.
+        cluster_vars = lambda spec: (
+            f", haproxy_cluster_{'lb' if spec['group'] == 'haproxy_cluster_lb' else 'node'}_address: {spec['address']}"
+            if "address" in spec else "")
         field.inventory.parent.mkdir()
         field.inventory.write_text(
             "all:\n  vars:\n"
@@ -235,7 +244,7 @@ def field(request, tmp_path_factory):
             f"    flask_app_pre_activate_commands: ['flask --app {APP}:app routes']\n"
             "    flask_app_secret_environment: {FLASK_SECRET_KEY: field-test-only}\n"
             "  children:\n"
-            + "".join(f"    {spec['group']}:\n      hosts:\n        {host}: {{{connection_vars(spec)}}}\n"
+            + "".join(f"    {spec['group']}:\n      hosts:\n        {host}: {{{connection_vars(spec)}{cluster_vars(spec)}}}\n"
                       for host, spec in HOSTS.items())
             + "    haproxy_cluster:\n      children: {haproxy_cluster_lb: {}, haproxy_cluster_nodes: {}}\n",
             encoding="utf-8")
@@ -255,6 +264,21 @@ def test_first_deploy_serves(field):
             assert on_host(host, "stat", "-c", "%a %U", "/home/admin").split() == ["700", "admin"]
             assert "Accepted publickey for admin" in on_host(host, "journalctl", "-u", "ssh", "--no-pager")
     assert_serves("1")
+
+
+def test_firewall_keeps_ssh_open_and_refuses_a_port_that_would_lock_the_user_out(field):
+    # Every host drops what it does not serve; SSH (22 on the host, whatever port it is
+    # published on) stays open: the steps after this one connect again, over new connections.
+    for host in HOSTS:
+        table = on_host(host, "nft", "list", "table", "inet", "flaskstack")
+        assert "policy drop;" in table and "tcp dport 22 accept" in table, (host, table)
+    if field.connection == "ssh":
+        # A port the SSH server does not listen on is refused before the firewall changes.
+        before = on_host("flaskstack-field-web1", "nft", "list", "table", "inet", "flaskstack")
+        output, _ = field.playbook("ssh-port", "firewall", "-e", "firewall_ssh_port=2222", "--limit",
+                                   "flaskstack-field-web1", succeeds=False, hosts=["flaskstack-field-web1"])
+        assert "firewall_ssh_port is 2222, but this SSH connection reached the host on port 22" in output, output[-3000:]
+        assert on_host("flaskstack-field-web1", "nft", "list", "table", "inet", "flaskstack") == before
 
 
 def test_rerun_changes_nothing_with_pipelining_and_check_mode_agrees(field):

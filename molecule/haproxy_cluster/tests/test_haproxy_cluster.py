@@ -19,7 +19,8 @@ import requests
 import testinfra
 
 from flaskstack_checks import (
-    PROJECT_DIR, Poller, break_sample_app, copy_sample_app, docker_gateway, enqueue_job, run_playbook, wait_for_job,
+    PROJECT_DIR, Poller, break_sample_app, copy_sample_app, docker_gateway, enqueue_job, firewall_off, run_playbook,
+    wait_for_job,
 )
 
 testinfra_hosts = ["ansible://flaskstack-lb"]
@@ -30,6 +31,7 @@ NODES = ["flaskstack-node1", "flaskstack-node2", "flaskstack-node3"]
 DB = "flaskstack-db"
 # molecule.yml's fixed addresses on the cluster network, and its molecule-only passwords.
 DB_ADDRESS = "172.30.84.20"
+NODE_ADDRESSES = {"flaskstack-node1": "172.30.84.11", "flaskstack-node2": "172.30.84.12", "flaskstack-node3": "172.30.84.13"}
 DATABASE_PASSWORD = "molecule-only-database-password"
 REDIS_PASSWORD = "molecule-only-redis-password"
 APP = "sample_app"
@@ -210,10 +212,14 @@ def test_a_session_goes_on_whichever_node_answers(host):
 
 
 def test_database_host_takes_only_the_app_nodes_with_their_password_and_redis_only_its_password(host):
-    # Over TLS, as the app's role: from the load balancer, which is not an app node, refused by
-    # pg_hba.conf before any password; from an app node, asked for the password.
+    # Over TLS, as the app's role: from the load balancer, which is not an app node, no answer
+    # (the firewall) and, without the firewall, refused by pg_hba.conf before any password; from
+    # an app node, asked for the password.
     probe = f"python3 -c {shlex.quote(HBA_PROBE_SCRIPT)} {DB_ADDRESS}"
-    refused = host.run(probe)
+    dropped = host.run(probe)
+    assert dropped.rc != 0 and "TimeoutError" in dropped.stderr, dropped.stdout + dropped.stderr
+    with firewall_off(node(DB)):
+        refused = host.run(probe)
     assert refused.stdout.startswith("E ") and (
         'no pg_hba.conf entry for host "172.30.84.10", user "sample_app", database "sample_app", SSL encryption'
     ) in refused.stdout, refused.stdout + refused.stderr
@@ -236,6 +242,48 @@ def test_database_host_takes_only_the_app_nodes_with_their_password_and_redis_on
     redis_ping = f"redis-cli --no-auth-warning -h {DB_ADDRESS} PING"
     assert "NOAUTH" in node(DB).run(redis_ping).stdout
     assert node(DB).run(f"REDISCLI_AUTH={REDIS_PASSWORD} {redis_ping}").stdout.strip() == "PONG"
+
+
+# An HTTP request with spoofed forwarded headers, from one host to another's nginx: its status
+# line, or the exception that ended it (TimeoutError: dropped).
+SPOOFED_REQUEST_SCRIPT = """
+import socket, sys
+try:
+    client = socket.create_connection((sys.argv[1], 80), timeout=3)
+    client.sendall(b"GET /whoami HTTP/1.1\\r\\nHost: app.flaskstack.test\\r\\nX-Forwarded-For: 203.0.113.66\\r\\n"
+                   b"X-Forwarded-Proto: https\\r\\nConnection: close\\r\\n\\r\\n")
+    print(client.recv(4096).decode(errors="replace").splitlines()[0])
+except OSError as error:
+    print(type(error).__name__)
+"""
+
+
+def rules_of(name):
+    """The accept rules of the host's firewall table, as nft lists them."""
+    table = node(name).check_output("nft list table inet flaskstack")
+    assert "policy drop;" in table, table
+    return [line.strip() for line in table.splitlines() if line.strip().endswith("accept")]
+
+
+def test_firewall_lets_only_the_load_balancer_reach_a_node_and_nginx_refuses_everyone_else(host):
+    print({name: len(rules_of(name)) for name in (LB, NODES[0], DB)})
+    assert {"tcp dport 22 accept", "tcp dport 80 accept", "tcp dport 443 accept"} <= set(rules_of(LB)), rules_of(LB)
+    assert "ip saddr 172.30.84.10 tcp dport 80 accept" in rules_of(NODES[0]), rules_of(NODES[0])
+    assert "tcp dport 22 accept" in rules_of(NODES[0]), rules_of(NODES[0])
+    spoof = f"python3 -c {shlex.quote(SPOOFED_REQUEST_SCRIPT)} {NODE_ADDRESSES[NODES[0]]}"
+    # The database host is on the cluster network but is no load balancer: dropped.
+    assert node(DB).check_output(spoof) == "TimeoutError"
+    # nginx on the node listens on loopback and its private address only, and without the
+    # firewall refuses every client but the load balancer: the spoofed headers never reach the app.
+    listening = {line.split()[3] for line in node(NODES[0]).check_output("ss -Hltn").splitlines()
+                 if line.split()[3].endswith(":80")}
+    assert listening == {"127.0.0.1:80", f"{NODE_ADDRESSES[NODES[0]]}:80"}, listening
+    with firewall_off(node(NODES[0])):
+        assert node(DB).check_output(spoof) == "HTTP/1.1 403 Forbidden"
+        assert host.check_output(spoof) == "HTTP/1.1 200 OK"
+    # Through the load balancer all still works, with the firewall back.
+    assert host.check_output(spoof) == "HTTP/1.1 200 OK"
+    assert requests.get(FRONT_DOOR + "/healthz", timeout=5).status_code == 200
 
 
 def test_app_sees_the_client_and_the_scheme_haproxy_set(host):

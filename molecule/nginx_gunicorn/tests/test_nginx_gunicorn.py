@@ -19,9 +19,9 @@ import requests
 import yaml
 
 from flaskstack_checks import (
-    PROJECT_DIR, Poller, break_sample_app, copy_sample_app, docker_gateway, enqueue_job, install_built_collection,
-    job_done_by_the_worker, on_debian_13_in_the_default_matrix, run_playbook, seconds_a_slow_client_is_kept,
-    systemd_exposure, wait_for_job,
+    PROJECT_DIR, Poller, break_sample_app, container_address, copy_sample_app, docker_gateway, enqueue_job,
+    firewall_off, install_built_collection, job_done_by_the_worker, on_debian_13_in_the_default_matrix, run_playbook,
+    seconds_a_slow_client_is_kept, systemd_exposure, tcp_port_answers, wait_for_job,
 )
 
 FRONT_DOOR = "http://127.0.0.1:18080"
@@ -146,6 +146,29 @@ def test_only_nginx_listens_on_a_non_loopback_address(host):
         local in line.split()[4] for local in ("127.0.0.1:", "[::1]:", "127.0.0.53"))]
     assert public, "nginx should listen publicly"
     assert all('"nginx"' in line for line in public), public
+
+
+def test_firewall_drops_every_port_but_ssh_and_the_front_door(host):
+    """A server on a port the host does not serve cannot be reached from outside; the front door can."""
+    rules = [line.strip() for line in host.check_output("nft list table inet flaskstack").splitlines()
+             if line.strip().endswith("accept")]
+    print(f"firewall accept rules: {len(rules)}: {rules}")
+    assert {"tcp dport 22 accept", "tcp dport 80 accept", "tcp dport 443 accept"} <= set(rules), rules
+    host.check_output("systemd-run --unit flaskstack-unserved-port --property RuntimeMaxSec=120 "
+                      "python3 -m http.server --bind 0.0.0.0 8099")
+    try:
+        for _ in range(100):
+            if "0.0.0.0:8099" in host.check_output("ss -Hltn"):
+                break
+            time.sleep(0.1)
+        address = container_address(CONTAINER)
+        assert tcp_port_answers(address, 80)
+        assert not tcp_port_answers(address, 8099)
+        with firewall_off(host):
+            assert tcp_port_answers(address, 8099)
+        assert not tcp_port_answers(address, 8099)
+    finally:
+        host.run("systemctl stop flaskstack-unserved-port")
 
 
 def test_gunicorn_master_and_workers_run_as_the_app_user(host):

@@ -4,6 +4,7 @@ Tests speak to the stack through its front door (a port published on 127.0.0.1),
 way a user's browser would, and re-run the shipped playbooks the way an operator would.
 """
 
+import contextlib
 import http.client
 import importlib.util
 import json
@@ -244,11 +245,55 @@ def docker_gateway(container):
     :rtype: str
     :raises subprocess.CalledProcessError: when docker cannot inspect the container.
     """
+    return _first_network(container)["Gateway"]
+
+
+def container_address(container):
+    """Return the container's IPv4 address on its (first) Docker network.
+
+    :param str container: the container's name.
+    :rtype: str
+    :raises subprocess.CalledProcessError: when docker cannot inspect the container.
+    """
+    return _first_network(container)["IPAddress"]
+
+
+def _first_network(container):
     output = subprocess.run(
         ["docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", container],
         check=True, stdout=subprocess.PIPE, text=True,
     ).stdout
-    return next(iter(json.loads(output).values()))["Gateway"]
+    return next(iter(json.loads(output).values()))
+
+
+def tcp_port_answers(address, port, seconds=3.0):
+    """Whether a TCP connection to ``address``:``port`` opens within ``seconds``.
+
+    :param str address: an IPv4 address.
+    :param int port: the TCP port.
+    :param float seconds: how long to wait for the handshake; a firewall that drops gives no answer.
+    :returns: True when it opened, False when refused or timed out.
+    :rtype: bool
+    """
+    try:
+        with socket.create_connection((address, port), timeout=seconds):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def firewall_off(host):
+    """Take the firewall role's table out of the host's running ruleset, and load it again after.
+
+    :param host: the testinfra host.
+    :raises AssertionError: when nft cannot delete or load the table.
+    """
+    host.check_output("nft delete table inet flaskstack")
+    try:
+        yield
+    finally:
+        host.check_output("nft -f /etc/nftables.d/flaskstack.nft")
 
 
 def run_playbook(playbook, *args, cwd=None, env_overrides=None, timeout=900):
