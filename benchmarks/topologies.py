@@ -129,6 +129,7 @@ all:
     ansible_connection: docker
     sandbox_ansible_bytecode_cache: false
     sandbox_network: flaskstack-bench-cluster
+    sandbox_network_subnet: 172.30.94.0/24
     flask_app_server_names: [localhost, 127.0.0.1]
     flask_app_health_path: /healthz
     haproxy_check_interval: 1000
@@ -138,16 +139,21 @@ all:
       hosts:
         {CLUSTER_LB}:
           sandbox_http_port: 18094
+          sandbox_ipv4_address: 172.30.94.10
+          haproxy_cluster_lb_address: 172.30.94.10
           tls_certificate_source: selfsigned
           haproxy_http_redirect: false
     haproxy_cluster_nodes:
       hosts:
-{"".join(f"        {name}:{chr(10)}" for name in CLUSTER_NODES)}"""
+{"".join(f"        {name}:{chr(10)}          sandbox_ipv4_address: 172.30.94.{11 + index}{chr(10)}"
+        f"          haproxy_cluster_node_address: 172.30.94.{11 + index}{chr(10)}" for index, name in enumerate(CLUSTER_NODES))}"""
 
 # Docker's short connection name (community.docker.docker under Ansible's own executor), which
 # Mitogen takes over for the runs under its strategy.
+# No per-client limits: wrk and the poller come from one address.
 INVENTORY = "---\nall:\n  vars:\n    ansible_connection: docker\n" \
-    "    sandbox_ansible_bytecode_cache: false\n    flask_app_server_names: [localhost, 127.0.0.1]\n  children:\n" + "".join(
+    "    sandbox_ansible_bytecode_cache: false\n    flask_app_server_names: [localhost, 127.0.0.1]\n" \
+    "    nginx_proxy_limit_req_rate: 0\n    nginx_proxy_limit_conn: 0\n  children:\n" + "".join(
         f"    {topology.name}:\n      hosts:\n        {topology.host}:\n          sandbox_http_port: {topology.port}\n"
         + "".join(f"          {name}: {value}\n" for name, value in topology.tls_vars)
         for topology in TOPOLOGIES)

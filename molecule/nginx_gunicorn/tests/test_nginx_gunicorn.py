@@ -20,8 +20,9 @@ import yaml
 
 from flaskstack_checks import (
     PROJECT_DIR, Poller, break_sample_app, container_address, copy_sample_app, docker_gateway, enqueue_job,
-    firewall_off, install_built_collection, job_done_by_the_worker, on_debian_13_in_the_default_matrix, run_playbook,
-    seconds_a_slow_client_is_kept, systemd_exposure, tcp_port_answers, wait_for_job,
+    firewall_off, install_built_collection, job_done_by_the_worker, on_debian_13_in_the_default_matrix,
+    requests_refused_while_held, run_playbook, seconds_a_slow_client_is_kept, statuses_of_a_burst, systemd_exposure,
+    tcp_port_answers, wait_for_job,
 )
 
 FRONT_DOOR = "http://127.0.0.1:18080"
@@ -138,6 +139,27 @@ def test_a_client_that_never_finishes_its_headers_is_cut_off_after_the_header_ti
     # (the role's default, 10 s), answering nothing (it logs 408).
     waited, answer = seconds_a_slow_client_is_kept(18080, "localhost")
     assert 9 <= waited < 20 and (answer == b"" or answer.startswith(b"HTTP/1.1 408")), (waited, answer[:200])
+
+
+def test_a_client_past_the_request_rate_gets_429_while_others_are_served(host):
+    # From the host itself (127.0.0.1): the role's 10 requests per second after a burst of 20.
+    # The poller comes from Docker's gateway (nginx_proxy_limit_exempt in the scenario).
+    with Poller(FRONT_DOOR + "/healthz") as poller:
+        statuses = statuses_of_a_burst(host, 80, "/healthz", "localhost", 80)
+    print(f"80 requests back to back from one client: {statuses}; the poller: {poller.total} requests")
+    assert set(statuses) == {200, 429} and statuses[200] >= 21 and statuses[429] >= 40, statuses
+    assert poller.total > 0 and poller.failures == [], failed_requests(host, poller)
+    # Files from disk are not counted.
+    assert statuses_of_a_burst(host, 80, "/static/style.css", "localhost", 40) == {200: 40}
+
+
+def test_a_client_past_the_connection_limit_gets_429(host):
+    # The scenario allows 5 requests in progress per client (below the burst of 20, so the
+    # request rate allows all 10, once the burst of the test before has refilled: 2 s at 10 per s).
+    time.sleep(2.5)
+    refused = requests_refused_while_held(host, 80, "/healthz", "localhost", 10)
+    print(f"10 requests held at once by one client: {refused} refused")
+    assert refused == 5
 
 
 def test_only_nginx_listens_on_a_non_loopback_address(host):

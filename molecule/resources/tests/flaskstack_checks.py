@@ -10,6 +10,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import ssl
@@ -224,6 +225,78 @@ def seconds_a_slow_client_is_kept(port, host_header):
         while chunk := slow.recv(4096):
             answer += chunk
         return time.monotonic() - started, answer
+
+
+# Requests back to back over keep-alive (a new connection when the server closed one): the
+# count of each status, as JSON.
+_BURST_SCRIPT = """
+import collections, http.client, json, sys
+port, path, host_header, count = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+statuses, connection = collections.Counter(), None
+for _ in range(count):
+    connection = connection or http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", path, headers={"Host": host_header})
+    answer = connection.getresponse()
+    answer.read()
+    statuses[answer.status] += 1
+    if answer.will_close:
+        connection.close()
+        connection = None
+print(json.dumps(statuses))
+"""
+
+# Connections that each send a request's headers and the start of its body, then wait: the
+# requests are all in progress at once. Prints how many were answered 429 within a second.
+_HELD_REQUESTS_SCRIPT = """
+import socket, sys, time
+port, path, host_header, count = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+held = []
+for _ in range(count):
+    client = socket.create_connection(("127.0.0.1", port), timeout=5)
+    client.sendall(f"POST {path} HTTP/1.1\\r\\nHost: {host_header}\\r\\nContent-Length: 1000\\r\\n\\r\\n".encode() + b"x" * 10)
+    held.append(client)
+time.sleep(1)
+refused = 0
+for client in held:
+    client.settimeout(0.2)
+    try:
+        refused += client.recv(64).startswith(b"HTTP/1.1 429 ")
+    except socket.timeout:
+        pass
+print(refused)
+"""
+
+
+def statuses_of_a_burst(host, port, path, host_header, count):
+    """Send ``count`` GET requests back to back from the host itself (127.0.0.1) to its front door.
+
+    :param host: the testinfra host whose front door is asked, from its own loopback address.
+    :param int port: the front door's port on the host.
+    :param str path: the path asked for.
+    :param str host_header: the Host header, a name the site serves.
+    :param int count: how many requests.
+    :returns: {HTTP status (int): number of answers with it}.
+    :raises AssertionError: when the script fails (a connection error, for example).
+    """
+    counts = json.loads(host.check_output(f"python3 -c {shlex.quote(_BURST_SCRIPT)} {port} {path} {host_header} {count}"))
+    return {int(status): number for status, number in counts.items()}
+
+
+def requests_refused_while_held(host, port, path, host_header, count):
+    """Hold ``count`` requests in progress at once from the host itself, each over its own connection.
+
+    Each sends its headers and 10 of its 1000 body bytes, then waits; the server counts it as an
+    open request from then on (nginx's limit_conn counts a connection once its request headers are read).
+
+    :param host: the testinfra host, as for :func:`statuses_of_a_burst`.
+    :param int port: the front door's port on the host.
+    :param str path: a path the app serves (a POST to it).
+    :param str host_header: the Host header.
+    :param int count: how many requests to hold.
+    :returns: how many were answered 429 within a second (int).
+    :raises AssertionError: when the script fails.
+    """
+    return int(host.check_output(f"python3 -c {shlex.quote(_HELD_REQUESTS_SCRIPT)} {port} {path} {host_header} {count}"))
 
 
 def job_done_by_the_worker(base_url):
