@@ -9,6 +9,7 @@ the certificate's and the server's tags, as an operator changing only the certif
 """
 
 import datetime
+import http.client
 import json
 import shlex
 import socket
@@ -28,6 +29,9 @@ from flaskstack_checks import PROJECT_DIR, Poller, docker_gateway, on_debian_13_
 
 # The name Pebble validates (it resolves to the container itself there); every site answers it.
 SITE = "app.flaskstack.test"
+# The site's other name (flask_app_redirect_server_names in .config/molecule/config.yml): every
+# front door redirects it to SITE, and the certificate covers it.
+OTHER_NAME = "www.app.flaskstack.test"
 HSTS = "max-age=63072000"
 
 __all__ = [
@@ -35,6 +39,7 @@ __all__ = [
     "own_ca",
     "test_acme_certificate_from_pebble_verifies_for_the_site",
     "test_key_is_readable_by_root_only",
+    "test_other_name_redirects_to_the_site_with_its_path_and_query_and_the_certificate_covers_it",
     "test_renewal_timer_runs_with_the_acme_ca_bundle",
     "test_tls_1_0_and_1_1_are_refused_1_2_and_1_3_accepted",
     "test_http2_is_offered",
@@ -203,10 +208,52 @@ def test_acme_certificate_from_pebble_verifies_for_the_site(host, tmp_path, tls_
     certificate, _, _ = handshake(tls_site.https_port, cafile=pebble_root(host, tmp_path))
     assert "Pebble Intermediate CA" in certificate.issuer.rfc4514_string()
     assert certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
-        .get_values_for_type(x509.DNSName) == [SITE]
+        .get_values_for_type(x509.DNSName) == [SITE, OTHER_NAME]  # the order tls_certificate_domains gives
     # The file the server reads is certbot's certificate, copied there by the deploy hook.
     live = host.file(f"/etc/letsencrypt/live/{tls_site.certificate}/fullchain.pem")
     assert host.file(f"{tls_site.tls_dir}/fullchain.pem").content_string == live.content_string
+
+
+def status_and_location_over_https(port, server_name, host_header, target):
+    """One GET over HTTPS to 127.0.0.1, with ``server_name`` as SNI, as a browser sends it for that name.
+
+    :param int port: the HTTPS port on 127.0.0.1.
+    :param str server_name: SNI.
+    :param str host_header: the Host header.
+    :param str target: the request's path and query.
+    :returns: the answer's status (int) and Location header (str or None).
+    """
+    context = ssl._create_unverified_context()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                                          server_hostname=server_name)
+    try:
+        connection.request("GET", target, headers={"Host": host_header})
+        answer = connection.getresponse()
+        return answer.status, answer.getheader("Location")
+    finally:
+        connection.close()
+
+
+def test_other_name_redirects_to_the_site_with_its_path_and_query_and_the_certificate_covers_it(tls_site):
+    certificate, _, _ = handshake(tls_site.https_port, server_name=OTHER_NAME)
+    assert OTHER_NAME in certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
+        .get_values_for_type(x509.DNSName)
+    target = f"{tls_site.prefix}/some/page?q=1&next=%2Fa"
+    # Plain HTTP to the site's name over plain HTTP (the scenario has no HTTPS redirect yet), HTTPS
+    # to HTTPS; the front door's own ports are 80 and 443.
+    answer = requests.get(tls_site.http + target, headers={"Host": OTHER_NAME}, allow_redirects=False, timeout=5)
+    assert (answer.status_code, answer.headers.get("Location")) == (308, f"http://{SITE}{target}"), answer.text[:300]
+    assert status_and_location_over_https(tls_site.https_port, OTHER_NAME, OTHER_NAME, target) == (
+        308, f"https://{SITE}{target}")
+    # A name the site neither serves nor redirects is still refused.
+    # (nginx closes the connection, 444; Apache and HAProxy answer 404).
+    try:
+        unknown = requests.get(tls_site.http + target, headers={"Host": "other.flaskstack.test"},
+                               allow_redirects=False, timeout=5).status_code
+    except requests.ConnectionError:
+        unknown = "closed"
+    assert unknown in (404, "closed"), unknown
 
 
 def test_key_is_readable_by_root_only(host, tls_site):
