@@ -246,24 +246,31 @@ print(json.dumps(statuses))
 """
 
 # Connections that each send a request's headers and the start of its body, then wait: the
-# requests are all in progress at once. Prints how many were answered 429 within a second.
+# requests are all in progress at once. Prints, as JSON, how each ended within a second: "held"
+# (no answer yet), its status code, or "closed" (the server closed it without an answer).
 _HELD_REQUESTS_SCRIPT = """
-import socket, sys, time
+import collections, json, socket, sys, time
 port, path, host_header, count = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 held = []
 for _ in range(count):
     client = socket.create_connection(("127.0.0.1", port), timeout=5)
-    client.sendall(f"POST {path} HTTP/1.1\\r\\nHost: {host_header}\\r\\nContent-Length: 1000\\r\\n\\r\\n".encode() + b"x" * 10)
+    try:
+        client.sendall(f"POST {path} HTTP/1.1\\r\\nHost: {host_header}\\r\\nContent-Length: 1000\\r\\n\\r\\n".encode() + b"x" * 10)
+    except OSError:
+        pass
     held.append(client)
 time.sleep(1)
-refused = 0
+outcomes = collections.Counter()
 for client in held:
     client.settimeout(0.2)
     try:
-        refused += client.recv(64).startswith(b"HTTP/1.1 429 ")
+        answer = client.recv(64)
+        outcomes[answer.split()[1].decode() if answer.startswith(b"HTTP/") else "closed"] += 1
     except socket.timeout:
-        pass
-print(refused)
+        outcomes["held"] += 1
+    except OSError:
+        outcomes["closed"] += 1
+print(json.dumps(outcomes))
 """
 
 
@@ -282,7 +289,7 @@ def statuses_of_a_burst(host, port, path, host_header, count):
     return {int(status): number for status, number in counts.items()}
 
 
-def requests_refused_while_held(host, port, path, host_header, count):
+def requests_outcomes_while_held(host, port, path, host_header, count):
     """Hold ``count`` requests in progress at once from the host itself, each over its own connection.
 
     Each sends its headers and 10 of its 1000 body bytes, then waits; the server counts it as an
@@ -293,10 +300,11 @@ def requests_refused_while_held(host, port, path, host_header, count):
     :param str path: a path the app serves (a POST to it).
     :param str host_header: the Host header.
     :param int count: how many requests to hold.
-    :returns: how many were answered 429 within a second (int).
+    :returns: {outcome: number of requests}, the outcome "held" (still waiting for its body), "closed" (closed
+        without an answer) or the answer's status code (str), within a second.
     :raises AssertionError: when the script fails.
     """
-    return int(host.check_output(f"python3 -c {shlex.quote(_HELD_REQUESTS_SCRIPT)} {port} {path} {host_header} {count}"))
+    return json.loads(host.check_output(f"python3 -c {shlex.quote(_HELD_REQUESTS_SCRIPT)} {port} {path} {host_header} {count}"))
 
 
 def job_done_by_the_worker(base_url):
