@@ -153,7 +153,8 @@ all:
 # No per-client limits: wrk and the poller come from one address.
 INVENTORY = "---\nall:\n  vars:\n    ansible_connection: docker\n" \
     "    sandbox_ansible_bytecode_cache: false\n    flask_app_server_names: [localhost, 127.0.0.1]\n" \
-    "    nginx_proxy_limit_req_rate: 0\n    nginx_proxy_limit_conn: 0\n  children:\n" + "".join(
+    "    nginx_proxy_limit_req_rate: 0\n    nginx_proxy_limit_conn: 0\n" \
+    "    apache_modwsgi_rate_limit: 0\n    apache_modwsgi_limit_conn: 0\n  children:\n" + "".join(
         f"    {topology.name}:\n      hosts:\n        {topology.host}:\n          sandbox_http_port: {topology.port}\n"
         + "".join(f"          {name}: {value}\n" for name, value in topology.tls_vars)
         for topology in TOPOLOGIES)

@@ -30,8 +30,10 @@ from flaskstack_checks import PROJECT_DIR, Poller, docker_gateway, on_debian_13_
 # The name Pebble validates (it resolves to the container itself there); every site answers it.
 SITE = "app.flaskstack.test"
 # The site's other name (flask_app_redirect_server_names in .config/molecule/config.yml): every
-# front door redirects it to SITE, and the certificate covers it.
+# front door redirects it to the site's first name (flask_app_server_names in each scenario), and
+# the certificate covers it.
 OTHER_NAME = "www.app.flaskstack.test"
+FIRST_NAME = "localhost"
 HSTS = "max-age=63072000"
 
 __all__ = [
@@ -240,12 +242,13 @@ def test_other_name_redirects_to_the_site_with_its_path_and_query_and_the_certif
     assert OTHER_NAME in certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
         .get_values_for_type(x509.DNSName)
     target = f"{tls_site.prefix}/some/page?q=1&next=%2Fa"
-    # Plain HTTP to the site's name over plain HTTP (the scenario has no HTTPS redirect yet), HTTPS
-    # to HTTPS; the front door's own ports are 80 and 443.
+    # Plain HTTP to the site's first name over plain HTTP (the scenario has no HTTPS redirect yet),
+    # HTTPS to HTTPS; the front door's own ports are 80 and 443.
     answer = requests.get(tls_site.http + target, headers={"Host": OTHER_NAME}, allow_redirects=False, timeout=5)
-    assert (answer.status_code, answer.headers.get("Location")) == (308, f"http://{SITE}{target}"), answer.text[:300]
+    assert (answer.status_code, answer.headers.get("Location")) == (308, f"http://{FIRST_NAME}{target}"), \
+        answer.text[:300]
     assert status_and_location_over_https(tls_site.https_port, OTHER_NAME, OTHER_NAME, target) == (
-        308, f"https://{SITE}{target}")
+        308, f"https://{FIRST_NAME}{target}")
     # A name the site neither serves nor redirects is still refused.
     # (nginx closes the connection, 444; Apache and HAProxy answer 404).
     try:
