@@ -94,6 +94,7 @@ def test_a_client_that_never_finishes_its_headers_is_cut_off_after_the_header_ti
     # mod_reqtimeout closes it after the role's header timeout (10 s; it would allow up to 20 s to a
     # client sending 500 bytes a second), with a 408 or nothing.
     waited, answer = seconds_a_slow_client_is_kept(PORT, "localhost")
+    print(f"a client that never finished its headers was cut off after {waited:.1f} s, answered {answer[:12]!r}")
     assert 9 <= waited < 20 and (answer == b"" or answer.startswith(b"HTTP/1.1 408")), (waited, answer[:200])
 
 

@@ -138,6 +138,7 @@ def test_a_client_that_never_finishes_its_headers_is_cut_off_after_the_header_ti
     # A slow client holds a connection, never for long: nginx closes it after client_header_timeout
     # (the role's default, 10 s), answering nothing (it logs 408).
     waited, answer = seconds_a_slow_client_is_kept(18080, "localhost")
+    print(f"a client that never finished its headers was cut off after {waited:.1f} s, answered {answer[:12]!r}")
     assert 9 <= waited < 20 and (answer == b"" or answer.startswith(b"HTTP/1.1 408")), (waited, answer[:200])
 
 
