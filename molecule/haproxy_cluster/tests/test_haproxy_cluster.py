@@ -618,7 +618,7 @@ def test_next_deploy_finishes_one_killed_midway_once_its_lock_expires(host, tmp_
     with polling_the_front_door() as poller:
         run = run_playbook(DEPLOY, "-e", f"flask_app_source_path={source}")
     assert run.returncode == 0, run.stdout[-3000:]
-    assert "changed: [flaskstack-lb]" in run.stdout.split("Break a deploy lock older than")[1].split("TASK")[0]
+    assert "changed: [flaskstack-lb]" in run.stdout.split("Remove the stale deploy lock, if it is still")[1].split("TASK")[0]
     assert node_versions() == dict.fromkeys(NODES, "1.0.4")
     assert set(server_status(host).values()) == {"UP"} and not host.file(LOCK).exists
     assert host.run("find /var/lib/flaskstack/drained -type f").stdout == ""
