@@ -58,6 +58,9 @@ HOSTS = {
 APP_HOSTS = [host for host, spec in HOSTS.items() if spec["group"] != "haproxy_cluster_lb"]
 FRONT_DOORS = [host for host, spec in HOSTS.items() if spec["http"]]
 CLUSTER = "flaskstack-field-cluster"
+# The unit of each host's web server, which the roles sandbox with a drop-in.
+FRONT_DOOR_UNITS = {"flaskstack-field-web1": "nginx.service", "flaskstack-field-web2": "apache2.service",
+                    "flaskstack-field-lb": "haproxy.service", "flaskstack-field-node1": "nginx.service"}
 # The cluster's network, where its hosts have fixed addresses: the nodes let the load balancer's in.
 CLUSTER_SUBNET = "172.30.182.0/24"
 APP_SOURCE = '''"""A Flask app that is not the sample: / redirects to the login page, as many real apps do."""
@@ -264,6 +267,12 @@ def test_first_deploy_serves(field):
             assert on_host(host, "stat", "-c", "%a %U", "/home/admin").split() == ["700", "admin"]
             assert "Accepted publickey for admin" in on_host(host, "journalctl", "-u", "ssh", "--no-pager")
     assert_serves("1")
+    # Debian's packages start each server before the role writes its sandbox drop-in: the server
+    # running now must be a new one, started under it (no new privileges, CAP_SYS_ADMIN gone).
+    for host, unit in FRONT_DOOR_UNITS.items():
+        pid = on_host(host, "systemctl", "show", "-p", "MainPID", "--value", unit).strip()
+        status = dict(line.split(":", 1) for line in on_host(host, "cat", f"/proc/{pid}/status").splitlines())
+        assert status["NoNewPrivs"].strip() == "1" and not int(status["CapBnd"], 16) & (1 << 21), (host, unit, status)
 
 
 def test_firewall_keeps_ssh_open_and_refuses_a_port_that_would_lock_the_user_out(field):

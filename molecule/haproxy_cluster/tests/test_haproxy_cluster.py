@@ -422,24 +422,49 @@ def config_write_changed(run):
     return len(task) == 2 and "changed: [flaskstack-lb]" in task[1].split("TASK [")[0]
 
 
-def test_stats_password_is_never_printed_when_set_or_removed(host, tmp_path):
-    """The stats page's password, set and then unset, with --diff -v: neither run shows it.
-
-    The second run's config no longer holds it, but the file it replaces does: its diff would.
+def test_no_secret_is_printed_in_a_play_that_sets_every_secret_and_one_that_takes_them_back(host, tmp_path):
+    """Every secret of the cluster set to a new value in one run of the whole play with --diff -v:
+    the stats page's password (new), the database's and Redis's passwords and the app's secret key
+    (rotated); then a run with the inventory's values again (stats page off, the old passwords and
+    key back). Neither output shows a secret, new or old: the second run's files no longer hold the
+    new ones, but the files they replace do, and their diffs would. Each run must leave the cluster
+    serving, with its data services reached with the passwords of that run.
     """
-    password = f"stats-{uuid.uuid4().hex}"
-    settings = tmp_path / "stats.json"
-    settings.write_text(json.dumps({"haproxy_stats_enabled": True, "haproxy_stats_user": "ops",
-                                    "haproxy_stats_password": password}), encoding="utf-8")
-    haproxy_only_with_diff = ("--limit", LB, "--tags", "haproxy", "--diff", "-v")
-    on = run_playbook(PLAYBOOK, *haproxy_only_with_diff, "-e", f"@{settings}")
-    assert on.returncode == 0 and config_write_changed(on), on.stdout[-3000:]
-    assert (stats_page_status(), stats_page_status(f"ops:{password}")) == ("401", "200")
-    off = run_playbook(PLAYBOOK, *haproxy_only_with_diff)
-    assert off.returncode == 0 and config_write_changed(off), off.stdout[-3000:]
+    new = {"stats": f"stats-{uuid.uuid4().hex}", "database": f"database-{uuid.uuid4().hex}",
+           "redis": f"redis-{uuid.uuid4().hex}", "app": f"key-{uuid.uuid4().hex}"}
+    settings = tmp_path / "secrets.json"
+    settings.write_text(json.dumps({
+        "haproxy_stats_enabled": True, "haproxy_stats_user": "ops", "haproxy_stats_password": new["stats"],
+        "sample_app_database_password": new["database"], "sample_app_redis_password": new["redis"],
+        "flask_app_secret_environment": {"FLASK_SECRET_KEY": new["app"]},
+    }), encoding="utf-8")
+    rotated = run_playbook(PLAYBOOK, "--diff", "-v", "-e", f"@{settings}")
+    assert rotated.returncode == 0 and config_write_changed(rotated), rotated.stdout[-3000:]
+    assert (stats_page_status(), stats_page_status(f"ops:{new['stats']}")) == ("401", "200")
+    assert_a_job_goes_through_the_database_and_the_queue()
+    assert "WRONGPASS" in redis_ping(REDIS_PASSWORD)
+
+    back = run_playbook(PLAYBOOK, "--diff", "-v")
+    assert back.returncode == 0 and config_write_changed(back), back.stdout[-3000:]
     assert "listen stats" not in host.file(CONFIG).content_string
-    assert stats_page_status(f"ops:{password}") == "refused"
-    assert password not in on.stdout and password not in off.stdout
+    assert stats_page_status(f"ops:{new['stats']}") == "refused"
+    assert_a_job_goes_through_the_database_and_the_queue()
+    assert "WRONGPASS" in redis_ping(new["redis"])
+
+    secrets = [*new.values(), DATABASE_PASSWORD, REDIS_PASSWORD, "molecule-only-secret"]
+    for output in (rotated.stdout, back.stdout):
+        assert [secret for secret in secrets if secret in output] == []
+
+
+def assert_a_job_goes_through_the_database_and_the_queue():
+    """A job enqueued through the load balancer is done by a worker (PostgreSQL and Redis both reached)."""
+    job = wait_for_job(FRONT_DOOR, enqueue_job(FRONT_DOOR))
+    assert job["state"] == "done", job
+
+
+def redis_ping(password):
+    """What Redis answers a PING with ``password`` on its private address (str), asked on its host."""
+    return node(DB).run(f"REDISCLI_AUTH={shlex.quote(password)} redis-cli --no-auth-warning -h {DB_ADDRESS} PING").stdout
 
 
 @pytest.fixture(scope="module")
