@@ -191,14 +191,18 @@ def test_firewall_drops_every_port_but_ssh_and_the_front_door(host):
         assert not tcp_port_answers(address, 8099)
         # The role's own off switch, as an operator would use it (a string from -e, as typed):
         # the table, its file and the boot line go, then come back; each state a second run keeps.
-        for enabled in ("false", "true"):
-            first, second = (recap_changed(run_playbook(FIREWALL_PLAYBOOK, "-e", f"firewall_enabled={enabled}"))
-                             for _ in range(2))
-            assert first > 0 and second == 0, (enabled, first, second)
-            loaded = host.run("nft list table inet flaskstack").rc == 0
-            at_boot = "flaskstack.nft" in host.file("/etc/nftables.conf").content_string
-            assert (loaded, at_boot, host.file("/etc/nftables.d/flaskstack.nft").exists) == ((enabled == "true",) * 3)
-            assert tcp_port_answers(address, 8099) == (enabled == "false")
+        try:
+            for enabled in ("false", "true"):
+                first, second = (recap_changed(run_playbook(FIREWALL_PLAYBOOK, "-e", f"firewall_enabled={enabled}"))
+                                 for _ in range(2))
+                assert first > 0 and second == 0, (enabled, first, second)
+                loaded = host.run("nft list table inet flaskstack").rc == 0
+                at_boot = "flaskstack.nft" in host.file("/etc/nftables.conf").content_string
+                assert (loaded, at_boot, host.file("/etc/nftables.d/flaskstack.nft").exists) == ((enabled == "true",) * 3)
+                assert tcp_port_answers(address, 8099) == (enabled == "false")
+        finally:
+            # Whatever failed above, the tests below find the firewall on.
+            run_playbook(FIREWALL_PLAYBOOK)
     finally:
         host.run("systemctl stop flaskstack-unserved-port")
 

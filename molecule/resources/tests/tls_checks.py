@@ -214,8 +214,9 @@ CAP_NET_BIND_SERVICE, CAP_SYS_ADMIN = 10, 21
 
 
 def test_front_door_runs_sandboxed_by_the_roles_drop_in(host, tls_site):
-    # Debian's own units rate 9.6 (nginx, haproxy) and 9.2 (apache2); with the role's drop-in
-    # 2.8, 2.8 and 3.0 on Debian 12 and 13 (measured by hand on the stack images).
+    # Each front door role's drop-in (nginx_gunicorn's scenario stands for nginx_proxy in the uWSGI
+    # topologies too). Debian's own units rate 9.6 (nginx, haproxy) and 9.2 (apache2); with the
+    # drop-in 2.8, 2.8 and 3.0 on Debian 12 and 13 (measured by hand on the stack images).
     exposure = systemd_exposure(host, f"{tls_site.service}.service")
     print(f"systemd-analyze security {tls_site.service}.service: {exposure}")
     assert exposure <= 3.0
