@@ -49,7 +49,7 @@ def test_both_app_servers_run_as_supervisord_programs_with_rotated_logs(host):
 
 
 def test_every_program_runs_in_the_sandbox_of_supervisords_unit(host):
-    # Debian's supervisor.service rates 9.6; with the role's drop-in 2.7 (Debian 13, by hand).
+    # Debian's supervisor.service rates 9.6; with the role's drop-in 2.7 (Debian 12 and 13, by hand).
     exposure = systemd_exposure(host, "supervisor.service")
     print(f"systemd-analyze security supervisor.service: {exposure}")
     assert exposure <= 3.0
