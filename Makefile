@@ -65,8 +65,8 @@ lint: venv
 unit: venv
 	pytest -q sample_app/tests tests/test_roles.py tests/test_playbooks.py
 
-# Two scenarios at once on pytest-xdist workers: 46.7 min from a clean clone with the images cached
-# (44.0 min of tests; 2026-12-03 at 39819aa), 55 min with them built from nothing on a slower day
+# Two scenarios at once on pytest-xdist workers: 53.7 min from a clean clone with the images cached
+# (52.6 min of tests; 2026-12-03 at 58a8d22), 55 min with them built from nothing on a slower day
 # (95de70b). These machines vary by a third from day to day.
 # PYTEST_WORKERS=0 runs one at a time. Each Molecule scenario and the real-servers test is an
 # xdist group that one worker runs whole; tests/conftest.py deals the groups out to the workers.
