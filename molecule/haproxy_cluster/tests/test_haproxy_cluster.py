@@ -239,9 +239,7 @@ def test_database_host_takes_only_the_app_nodes_with_their_password_and_redis_on
     other = node(NODES[1]).run(f"{connect} postgresql://{APP}:{DATABASE_PASSWORD}@{DB}/postgres")
     assert other.rc != 0 and "no pg_hba.conf entry" in other.stderr, other.stderr
     # Redis on its private address: nothing without the password.
-    redis_ping = f"redis-cli --no-auth-warning -h {DB_ADDRESS} PING"
-    assert "NOAUTH" in node(DB).run(redis_ping).stdout
-    assert node(DB).run(f"REDISCLI_AUTH={REDIS_PASSWORD} {redis_ping}").stdout.strip() == "PONG"
+    assert (redis_ping(), redis_ping(REDIS_PASSWORD)) == ("NOAUTH", "PONG")
 
 
 # An HTTP request with spoofed forwarded headers, from one host to another's nginx: its status
@@ -464,10 +462,12 @@ def assert_a_job_goes_through_the_database_and_the_queue():
     assert job["state"] == "done", job
 
 
-def redis_ping(password):
-    """What Redis answers a PING with ``password`` on its private address, asked on its host: "PONG",
-    or the first word of its error ("NOAUTH" after a refused password) (str)."""
-    answer = node(DB).run(f"REDISCLI_AUTH={shlex.quote(password)} redis-cli --no-auth-warning -h {DB_ADDRESS} PING")
+def redis_ping(password=None):
+    """What Redis answers a PING with ``password`` (None: none given) on its private address, asked on
+    its host: "PONG", or the first word of its error ("NOAUTH" without a password or after a refused
+    one) (str)."""
+    auth = f"REDISCLI_AUTH={shlex.quote(password)} " if password is not None else ""
+    answer = node(DB).run(f"{auth}redis-cli --no-auth-warning -h {DB_ADDRESS} PING")
     return answer.stdout.split()[0] if answer.stdout.split() else answer.stderr
 
 

@@ -192,6 +192,23 @@ def wait_for_job(base_url, job_id, state="done", seconds=30.0):
         time.sleep(0.2)
 
 
+# Linux capability numbers (linux/capability.h).
+CAP_NET_BIND_SERVICE, CAP_SYS_ADMIN = 10, 21
+
+
+def confinement(proc_status):
+    """How a running process is confined, read from its ``/proc/<pid>/status``.
+
+    :param str proc_status: the file's text.
+    :returns: whether it can gain no new privileges (bool, ``NoNewPrivs``) and its capability
+        bounding set (int; bit n set when capability n is in it, ``CapBnd``).
+    :rtype: tuple(bool, int)
+    :raises KeyError: when the text lacks either field.
+    """
+    fields = dict(line.split(":", 1) for line in proc_status.splitlines())
+    return fields["NoNewPrivs"].strip() == "1", int(fields["CapBnd"], 16)
+
+
 def systemd_exposure(host, unit):
     """What ``systemd-analyze security`` rates a unit on the host: its overall exposure (float).
 

@@ -26,7 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from flaskstack_checks import (
-    PROJECT_DIR, Poller, docker_gateway, on_debian_13_in_the_default_matrix, run_playbook, systemd_exposure,
+    CAP_NET_BIND_SERVICE, CAP_SYS_ADMIN, PROJECT_DIR, Poller, confinement, docker_gateway,
+    on_debian_13_in_the_default_matrix, run_playbook, systemd_exposure,
 )
 
 # The name Pebble validates (it resolves to the container itself there); every site answers it.
@@ -209,10 +210,6 @@ def run_with_files(tls_site, tmp_path, certificate_pem, key_pem):
     return tls_site.run("-e", f"@{extra}", "--diff", "-v")
 
 
-# Linux capability numbers (linux/capability.h).
-CAP_NET_BIND_SERVICE, CAP_SYS_ADMIN = 10, 21
-
-
 def test_front_door_runs_sandboxed_by_the_roles_drop_in(host, tls_site):
     # Each front door role's drop-in (nginx_gunicorn's scenario stands for nginx_proxy in the uWSGI
     # topologies too). Debian's own units rate 9.6 (nginx, haproxy) and 9.2 (apache2); with the
@@ -223,9 +220,8 @@ def test_front_door_runs_sandboxed_by_the_roles_drop_in(host, tls_site):
     # The running server is the sandboxed one: its main process (root) has lost every capability
     # but those the drop-in keeps, and can gain none.
     pid = host.check_output(f"systemctl show -p MainPID --value {tls_site.service}.service")
-    status = dict(line.split(":", 1) for line in host.file(f"/proc/{pid}/status").content_string.splitlines())
-    bounding = int(status["CapBnd"], 16)
-    assert status["NoNewPrivs"].strip() == "1"
+    no_new_privileges, bounding = confinement(host.file(f"/proc/{pid}/status").content_string)
+    assert no_new_privileges
     assert bounding & (1 << CAP_NET_BIND_SERVICE) and not bounding & (1 << CAP_SYS_ADMIN), hex(bounding)
 
 
