@@ -2,7 +2,12 @@
 # engine when none answers, and the systemd test images of Debian 13 and 12 (built locally,
 # no registry).
 VENV ?= .venv
-PYTHON ?= python3
+# The controller's Python: Debian's own /usr/bin/python3 when it can make a venv. Ansible's
+# controller is the largest CPU consumer of make test, and Debian builds its interpreter with
+# profile-guided and link-time optimisation and links libpython into it, where pyenv's default
+# build (a shared libpython, no --enable-optimizations) has neither: the same playbook took 0.82
+# of the controller CPU (benchmarks/controller_python.py, 2026-12-03). Any python3 otherwise.
+PYTHON ?= $(shell /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 && echo /usr/bin/python3 || echo python3)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 SANDBOX := -i inventories/sandbox
@@ -70,7 +75,7 @@ unit: venv
 # (95de70b). These machines vary by a third from day to day.
 # PYTEST_WORKERS=0 runs one at a time. Each Molecule scenario and the real-servers test is an
 # xdist group that one worker runs whole; tests/conftest.py deals the groups out to the workers.
-PYTEST_WORKERS ?= 2
+PYTEST_WORKERS ?= 3
 PYTEST_XDIST := -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 TESTS := tests sample_app/tests
 

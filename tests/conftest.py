@@ -1,4 +1,4 @@
-"""Share the tests out among pytest-xdist workers (``make test PYTEST_WORKERS=2``, ``--dist loadgroup``).
+"""Share the tests out among pytest-xdist workers (``make test PYTEST_WORKERS=3``, ``--dist loadgroup``).
 
 Each Molecule scenario and the real-servers test is an xdist group that one worker runs whole.
 Left to xdist, groups go to whichever worker asks next, and a worker asks for its next group
@@ -16,16 +16,16 @@ import pytest
 
 # Minutes one test of each group took in the last `make test` on two workers: its group's time
 # divided by its tests in the default matrix (the scenarios: one test per release, from
-# benchmarks/profile_tests.py on .ansible/molecule-*.log; the real-servers test: six tests, the
-# sum of the seconds of its steps, which it prints). A clean clone of 01a84da (`bash .ci/run`), the
-# scenarios under Mitogen, every group beside another one on a machine whose two cores were busy.
+# benchmarks/profile_tests.py on .ansible/molecule-*.log; the real-servers test: seven tests, the
+# sum of the seconds of its steps, which it prints). A clean clone of 9762695 (`bash .ci/run`,
+# 2026-12-03), the scenarios under Mitogen, every group beside another one.
 GROUP_TEST_MINUTES = {
-    "nginx_gunicorn": (664 + 414) / 60 / 2,
-    "haproxy_cluster": 1114 / 60,
-    "real_servers": 691 / 60 / 6,
-    "apache_modwsgi": (269 + 216) / 60 / 2,
-    "nginx_uwsgi": 412 / 60,
-    "uwsgi_supervisord": 375 / 60,
+    "nginx_gunicorn": (872 + 564) / 60 / 2,
+    "haproxy_cluster": 1472 / 60,
+    "real_servers": 745 / 60 / 7,
+    "apache_modwsgi": (334 + 222) / 60 / 2,
+    "nginx_uwsgi": 363 / 60,
+    "uwsgi_supervisord": 403 / 60,
     # Its three tests alone, 2026-12-02 (101 s).
     "ansible_core_versions": 101 / 60 / 3,
 }
