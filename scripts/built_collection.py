@@ -46,7 +46,9 @@ def build_into(directory):
     )
     tarball = directory / f"{galaxy['namespace']}-{galaxy['name']}-{galaxy['version']}.tar.gz"
     with tarfile.open(tarball) as archive:
-        archive.extractall(collection, filter="data")
+        # The tarball was built just above from this checkout. Python 3.11.4 added extraction
+        # filters; Debian 12's Python is 3.11.2 (the Makefile's choice of interpreter).
+        archive.extractall(collection, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     return collection
 
 
