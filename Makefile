@@ -70,9 +70,10 @@ lint: venv
 unit: venv
 	pytest -q sample_app/tests tests/test_roles.py tests/test_playbooks.py
 
-# Two scenarios at once on pytest-xdist workers: 53.7 min from a clean clone with the images cached
-# (52.6 min of tests; 2026-12-03 at 58a8d22), 55 min with them built from nothing on a slower day
-# (95de70b). These machines vary by a third from day to day.
+# Three groups at once on pytest-xdist workers, on two cores: the scenarios wait on their hosts,
+# HAProxy's checks and the network between their CPU-bound steps, which a third worker fills (two
+# kept the cores 87% busy, three 96%). 35.6 min from a clean clone with the images cached at
+# 53c3850, against 45.9 min with two workers and pyenv's Python at 9762695 the same day.
 # PYTEST_WORKERS=0 runs one at a time. Each Molecule scenario and the real-servers test is an
 # xdist group that one worker runs whole; tests/conftest.py deals the groups out to the workers.
 PYTEST_WORKERS ?= 3

@@ -14,18 +14,18 @@ keeps a scenario's releases apart (they use the same container names and ports).
 
 import pytest
 
-# Minutes one test of each group took in the last `make test` on two workers: its group's time
+# Minutes one test of each group took in the last `make test` on three workers: its group's time
 # divided by its tests in the default matrix (the scenarios: one test per release, from
 # benchmarks/profile_tests.py on .ansible/molecule-*.log; the real-servers test: seven tests, the
-# sum of the seconds of its steps, which it prints). A clean clone of 9762695 (`bash .ci/run`,
-# 2026-12-03), the scenarios under Mitogen, every group beside another one.
+# sum of the seconds of its steps, which it prints). A clean clone of 53c3850 (`bash .ci/run`,
+# 2026-12-03), the scenarios under Mitogen, three groups at a time on two cores.
 GROUP_TEST_MINUTES = {
-    "nginx_gunicorn": (872 + 564) / 60 / 2,
-    "haproxy_cluster": 1472 / 60,
-    "real_servers": 745 / 60 / 7,
-    "apache_modwsgi": (334 + 222) / 60 / 2,
-    "nginx_uwsgi": 363 / 60,
-    "uwsgi_supervisord": 403 / 60,
+    "nginx_gunicorn": (800 + 528) / 60 / 2,
+    "haproxy_cluster": 1378 / 60,
+    "real_servers": 1062 / 60 / 7,
+    "apache_modwsgi": (375 + 257) / 60 / 2,
+    "nginx_uwsgi": 432 / 60,
+    "uwsgi_supervisord": 339 / 60,
     # Its three tests alone, 2026-12-02 (101 s).
     "ansible_core_versions": 101 / 60 / 3,
 }
