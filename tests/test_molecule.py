@@ -52,7 +52,7 @@ BARE_IMAGE_RUNS = {("nginx_gunicorn", "debian13"), ("nginx_gunicorn", "debian12"
 def matrix():
     """The (scenario, release) pairs to run: all of them with FLASKSTACK_TEST_MATRIX=full.
 
-    ``make test PYTEST_WORKERS=2`` runs them on two pytest-xdist workers (``--dist loadgroup``). Each scenario is an
+    ``make test`` runs them on three pytest-xdist workers (``PYTEST_WORKERS``, ``--dist loadgroup``). Each scenario is an
     xdist group: its runs on both releases go to one worker, one after the other, because they use
     the same container names and ports. tests/conftest.py deals the groups out to the workers.
     """
