@@ -167,9 +167,10 @@ def test_app_runs_in_daemon_processes_of_the_app_user_not_in_apache_workers(host
     assert workers and set(workers.values()) == {"www-data"}
     seen = {}
     # Over one kept-alive connection: the scenario allows 5 connections per client address, and this
-    # machine's requests all come from Docker's gateway. Twenty new connections in a row went past it
-    # once on a loaded machine (Apache had not yet counted the closed ones out: mod_qos reset the
-    # next). mod_wsgi hands each request to a daemon process whatever connection it came on.
+    # machine's requests all come from Docker's gateway. With twenty new connections in a row, one
+    # was reset once on a loaded machine, most likely by mod_qos before Apache had counted the closed
+    # ones out (not reproduced). mod_wsgi hands each request to a daemon process whatever connection
+    # it came on.
     with requests.Session() as client:
         for _ in range(20):
             body = client.get(url("/whoami"), timeout=5).json()
