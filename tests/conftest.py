@@ -17,15 +17,15 @@ import pytest
 # Minutes one test of each group took in the last `make test` on three workers: its group's time
 # divided by its tests in the default matrix (the scenarios: one test per release, from
 # benchmarks/profile_tests.py on .ansible/molecule-*.log; the real-servers test: seven tests, the
-# sum of the seconds of its steps, which it prints). A clean clone of 53c3850 (`bash .ci/run`,
+# sum of the seconds of its steps, which it prints). A clean clone of 14efa78 (`bash .ci/run`,
 # 2026-12-03), the scenarios under Mitogen, three groups at a time on two cores.
 GROUP_TEST_MINUTES = {
-    "nginx_gunicorn": (800 + 528) / 60 / 2,
-    "haproxy_cluster": 1378 / 60,
-    "real_servers": 1062 / 60 / 7,
-    "apache_modwsgi": (375 + 257) / 60 / 2,
-    "nginx_uwsgi": 432 / 60,
-    "uwsgi_supervisord": 339 / 60,
+    "nginx_gunicorn": (829 + 404) / 60 / 2,
+    "haproxy_cluster": 1281 / 60,
+    "real_servers": 1231 / 60 / 7,
+    "apache_modwsgi": (371 + 209) / 60 / 2,
+    "nginx_uwsgi": 481 / 60,
+    "uwsgi_supervisord": 509 / 60,
     # Its three tests alone, 2026-12-02 (101 s).
     "ansible_core_versions": 101 / 60 / 3,
 }
