@@ -10,24 +10,29 @@ and scenario (``other``: the real-servers and ansible-core-versions tests, lint 
 tests), container CPU by container name. The first use (77d9507, 2026-12-03): 1,855 CPU-s on
 the controller and 1,789 in the containers, of 3,980 busy CPU-s of the machine.
 
-Usage: ``python benchmarks/cpu_by_group.py samples.jsonl`` in one shell while ``make test`` runs in
-another (stop it with Ctrl-C afterwards), then ``python benchmarks/cpu_by_group.py --report samples.jsonl``.
+Usage: ``python benchmarks/cpu_by_group.py samples.jsonl`` in one shell while ``make test`` runs alone on
+the machine in another (stop it with Ctrl-C afterwards), then ``python benchmarks/cpu_by_group.py --report
+samples.jsonl``. A sample takes about 0.05 CPU-s (its docker ps included).
 """
 
 import argparse
 import collections
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
 
 # How pytest-xdist starts a worker (execnet's bootstrap on the worker's command line).
 WORKER_COMMAND = "import sys;exec(eval(sys.stdin.readline()))"
-CLOCK_TICKS = 100
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# Where Docker puts a container's cgroup: cgroup v2 with the systemd or cgroupfs driver, v1 (hybrid or not).
+CGROUP_GLOBS = ("system.slice/docker-*.scope", "docker/*", "unified/docker/*", "unified/system.slice/docker-*.scope",
+                "cpu,cpuacct/docker/*", "cpuacct/docker/*", "cpu,cpuacct/system.slice/docker-*.scope")
 
 
 def process_cpu_seconds(pid):
-    """User + system CPU of process ``pid`` and of the children it waited for (float), or 0.0 once it is gone.
+    """User + system CPU seconds of process ``pid`` and of the children it waited for (float), or 0.0 once it is gone.
 
     :param str pid: a process id.
     """
@@ -45,6 +50,18 @@ def command_line(pid):
         return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
     except OSError:
         return ""
+
+
+def molecule_scenario(pid):
+    """The scenario of process ``pid`` when it is ``molecule test -s <scenario>`` (str), else ""."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+    except OSError:
+        return ""
+    for index, argument in enumerate(argv[:-3]):
+        if Path(argument).name == "molecule" and argv[index + 1:index + 3] == ["test", "-s"]:
+            return argv[index + 3]
+    return ""
 
 
 def descendants(pid):
@@ -67,7 +84,8 @@ def container_cpu_seconds():
     (systemd driver), under the v2 hierarchy or v1's cpuacct.
     """
     usage = {}
-    for directory in Path("/sys/fs/cgroup").glob("**/*"):
+    directories = [directory for pattern in CGROUP_GLOBS for directory in Path("/sys/fs/cgroup").glob(pattern)]
+    for directory in directories:
         container = directory.name.removeprefix("docker-").removesuffix(".scope")
         if len(container) != 64 or not all(character in "0123456789abcdef" for character in container):
             continue
@@ -87,12 +105,13 @@ def sample():
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or WORKER_COMMAND not in command_line(proc.name):
             continue
-        scenario, live = "", 0.0
+        # The worker before its descendants: a child it reaps between the two reads is then missed
+        # for one sample (report() keeps the highest figure), never counted twice.
+        cpu, scenario = process_cpu_seconds(proc.name), ""
         for kid in descendants(proc.name):
-            if " molecule test -s " in command_line(kid):
-                scenario = command_line(kid).split(" -s ", 1)[1].split()[0]
-            live += process_cpu_seconds(kid)
-        workers[proc.name] = {"cpu": process_cpu_seconds(proc.name) + live, "scenario": scenario}
+            scenario = molecule_scenario(kid) or scenario
+            cpu += process_cpu_seconds(kid)
+        workers[proc.name] = {"cpu": cpu, "scenario": scenario}
     names = subprocess.run(["docker", "ps", "--format", "{{.ID}} {{.Names}}"], capture_output=True, text=True,
                            check=False).stdout.split()
     return {"time": time.time(), "workers": workers, "containers": container_cpu_seconds(),
@@ -100,14 +119,19 @@ def sample():
 
 
 def report(samples):
-    """Print controller CPU by worker and scenario and container CPU by name, from a list of samples."""
-    controller, last = collections.Counter(), {}
+    """Print controller CPU by worker and scenario, container CPU by name, and both by group.
+
+    :param list samples: the dicts :func:`sample` wrote, in order. A worker's figure only grows;
+        a dip (a process gone between two reads) is ignored and what lies above the highest figure
+        so far goes to the scenario of the sample before.
+    """
+    controller, highest = collections.Counter(), {}
     for record in samples:
         for worker, figures in record["workers"].items():
-            if worker in last:
-                seconds, scenario = last[worker]
+            if worker in highest:
+                seconds, scenario = highest[worker]
                 controller[(worker, scenario or "other")] += max(figures["cpu"] - seconds, 0.0)
-            last[worker] = (figures["cpu"], figures["scenario"])
+            highest[worker] = (max(figures["cpu"], highest.get(worker, (0.0, ""))[0]), figures["scenario"])
     peak, names = {}, {}
     for record in samples:
         names.update(record["names"])
@@ -116,7 +140,7 @@ def report(samples):
     containers = collections.Counter()
     for container, seconds in peak.items():
         containers[names.get(container, container)] += seconds
-    print("controller CPU-s by worker and scenario")
+    print("controller CPU-s by worker and scenario (other: the tests outside Molecule)")
     for (worker, scenario), seconds in controller.most_common():
         print(f"  worker {worker:>8} {scenario:24} {seconds:7.0f}")
     print("container CPU-s by name")
@@ -135,7 +159,7 @@ def main():
     if args.report:
         report([json.loads(line) for line in args.samples.read_text(encoding="utf-8").splitlines()])
         return
-    with args.samples.open("a", encoding="utf-8") as output:
+    with args.samples.open("w", encoding="utf-8") as output:
         try:
             while True:
                 output.write(json.dumps(sample()) + "\n")

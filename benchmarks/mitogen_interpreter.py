@@ -11,7 +11,8 @@ seconds (the controller: ``ansible-playbook`` and everything it forked; the cont
 cgroup's usage), each way's medians and the ratios of the medians. Compare ratios, not seconds:
 the machine is noisy.
 
-Usage: ``python benchmarks/mitogen_interpreter.py [--rounds N] [--keep]`` (``make setup`` first).
+Usage: ``python benchmarks/mitogen_interpreter.py [--rounds N] [--keep]`` (``make setup`` first; without
+``--keep`` it removes the sandbox container at the end, a ``make demo``'s too).
 """
 
 import argparse
@@ -31,36 +32,50 @@ SANDBOX = ROOT / "inventories" / "sandbox" / "hosts.yml"
 HOST = "flaskstack-sandbox-web1"
 
 
-def container_cpu_seconds(container):
-    """CPU seconds the container's processes have used so far (float), from its cgroup.
+def container_cgroup(container):
+    """The cgroup directory that holds the CPU usage of a running container (pathlib.Path).
 
     :param str container: a running container's name.
+    :raises subprocess.CalledProcessError: when docker inspect does not know the container.
     :raises FileNotFoundError: when no cgroup directory of the container is found (v1 cpuacct or v2).
     """
     container_id = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", container], capture_output=True,
                                   text=True, check=True).stdout.strip()
     for directory in Path("/sys/fs/cgroup").glob(f"**/*{container_id}*"):
-        if (directory / "cpu.stat").exists() and "usage_usec" in (directory / "cpu.stat").read_text():
-            usage = dict(line.split() for line in (directory / "cpu.stat").read_text().splitlines())
-            return int(usage["usage_usec"]) / 1e6
-        if (directory / "cpuacct.usage").exists():
-            return int((directory / "cpuacct.usage").read_text()) / 1e9
+        if (directory / "cpu.stat").exists() or (directory / "cpuacct.usage").exists():
+            return directory
     raise FileNotFoundError(f"no cgroup with the CPU usage of {container} under /sys/fs/cgroup")
 
 
-def converge(inventory, env):
+def cgroup_cpu_seconds(directory):
+    """CPU seconds the processes of a cgroup have used so far (float): v2 cpu.stat, else v1 cpuacct.usage.
+
+    :param pathlib.Path directory: from :func:`container_cgroup`.
+    """
+    if (directory / "cpu.stat").exists() and "usage_usec" in (directory / "cpu.stat").read_text():
+        usage = dict(line.split() for line in (directory / "cpu.stat").read_text().splitlines())
+        return int(usage["usage_usec"]) / 1e6
+    return int((directory / "cpuacct.usage").read_text()) / 1e9
+
+
+def converge(inventory, env, cgroup):
     """Run playbooks/nginx_gunicorn.yml on the sandbox; returns (wall s, controller CPU s, container CPU s).
+
+    The controller's CPU is ansible-playbook's and its children's (getrusage); the container's is
+    its cgroup's (the work dockerd and containerd do for each docker exec counts in neither).
 
     :param pathlib.Path inventory: the sandbox inventory with Mitogen's connection name (``docker``).
     :param dict env: the environment of ansible-playbook.
+    :param pathlib.Path cgroup: the sandbox container's cgroup, from :func:`container_cgroup`.
     :raises subprocess.CalledProcessError: when the playbook fails.
     """
-    before, container_before, started = resource.getrusage(resource.RUSAGE_CHILDREN), container_cpu_seconds(HOST), time.monotonic()
+    container_before = cgroup_cpu_seconds(cgroup)
+    before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
     subprocess.run(["ansible-playbook", "-i", str(inventory), "playbooks/nginx_gunicorn.yml"], cwd=ROOT, env=env,
                    check=True, stdout=subprocess.DEVNULL)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     controller = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return time.monotonic() - started, controller, container_cpu_seconds(HOST) - container_before
+    return time.monotonic() - started, controller, cgroup_cpu_seconds(cgroup) - container_before
 
 
 def main():
@@ -76,18 +91,20 @@ def main():
     workdir = ROOT / ".ansible" / "bench-mitogen-interpreter"
     (workdir / "group_vars").mkdir(parents=True, exist_ok=True)
     inventory = workdir / "hosts.yml"
-    inventory.write_text(SANDBOX.read_text(encoding="utf-8").replace("community.docker.docker", "docker"), encoding="utf-8")
+    inventory.write_text(SANDBOX.read_text(encoding="utf-8").replace("community.docker.docker", "docker"),
+                         encoding="utf-8")
     for group_vars in (SANDBOX.parent / "group_vars").iterdir():
         (workdir / "group_vars" / group_vars.name).write_text(group_vars.read_text(encoding="utf-8"), encoding="utf-8")
 
     subprocess.run(["ansible-playbook", "-i", str(SANDBOX), "playbooks/sandbox_up.yml"], cwd=ROOT, env=base,
                    check=True, stdout=subprocess.DEVNULL)
     try:
-        converge(inventory, named)
+        cgroup = container_cgroup(HOST)
+        converge(inventory, named, cgroup)
         runs = {"named": [], "discovered": []}
         for _ in range(args.rounds):
             for way, env in (("discovered", discovered), ("named", named)):
-                runs[way].append(converge(inventory, env))
+                runs[way].append(converge(inventory, env, cgroup))
                 wall, controller, container = runs[way][-1]
                 print(f"{way:10} wall {wall:5.1f} s, CPU controller {controller:5.2f} s + container {container:5.2f} s",
                       flush=True)

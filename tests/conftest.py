@@ -14,7 +14,7 @@ keeps a scenario's releases apart (they use the same container names and ports).
 
 import pytest
 
-# Minutes one test of each group took in the last `make test` on three workers: its group's time
+# Minutes one test of each group took in a `make test` on three workers: its group's time
 # divided by its tests in the default matrix (the scenarios: one test per release, from
 # benchmarks/profile_tests.py on .ansible/molecule-*.log; the real-servers test: seven tests, the
 # sum of the seconds of its steps, which it prints). A clean clone of 14efa78 (`bash .ci/run`,

@@ -47,8 +47,8 @@ def mitogen_environment():
     if spec is None:
         raise ModuleNotFoundError("mitogen is not installed: pip install -r requirements-dev.txt")
     (package,) = spec.submodule_search_locations
-    return {"ANSIBLE_STRATEGY_PLUGINS": os.path.join(package, "plugins", "strategy"), "ANSIBLE_STRATEGY": "mitogen_linear",
-            "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3"}
+    return {"ANSIBLE_STRATEGY_PLUGINS": os.path.join(package, "plugins", "strategy"),
+            "ANSIBLE_STRATEGY": "mitogen_linear", "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3"}
 
 
 class Poller:
