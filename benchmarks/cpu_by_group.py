@@ -27,8 +27,8 @@ from pathlib import Path
 WORKER_COMMAND = "import sys;exec(eval(sys.stdin.readline()))"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Where Docker puts a container's cgroup: cgroup v2 with the systemd or cgroupfs driver, v1 (hybrid or not).
-CGROUP_GLOBS = ("system.slice/docker-*.scope", "docker/*", "unified/docker/*", "unified/system.slice/docker-*.scope",
-                "cpu,cpuacct/docker/*", "cpuacct/docker/*", "cpu,cpuacct/system.slice/docker-*.scope")
+CGROUP_GLOBS = ("cpu,cpuacct/docker/*", "cpuacct/docker/*", "cpu,cpuacct/system.slice/docker-*.scope",
+                "system.slice/docker-*.scope", "docker/*", "unified/docker/*", "unified/system.slice/docker-*.scope")
 
 
 def process_cpu_seconds(pid):
@@ -77,11 +77,24 @@ def descendants(pid):
     return found
 
 
+def cgroup_cpu_seconds(directory):
+    """CPU seconds the processes of a cgroup have used so far (float): v2 cpu.stat, else v1 cpuacct.usage.
+
+    :param pathlib.Path directory: a cgroup directory.
+    :raises OSError: when it has neither file (FileNotFoundError), or is gone.
+    """
+    stat = (directory / "cpu.stat").read_text() if (directory / "cpu.stat").exists() else ""
+    if "usage_usec" in stat:
+        return int(dict(line.split() for line in stat.splitlines())["usage_usec"]) / 1e6
+    return int((directory / "cpuacct.usage").read_text()) / 1e9
+
+
 def container_cpu_seconds():
     """{container id (12 characters): CPU seconds so far} of every running container, from its cgroup.
 
     Docker's cgroup of a container is named by its 64-hex id (cgroupfs driver) or docker-<id>.scope
-    (systemd driver), under the v2 hierarchy or v1's cpuacct.
+    (systemd driver), under the v2 hierarchy or v1's cpuacct. CGROUP_GLOBS lists v2's after v1's, so
+    that on a hybrid host v2's figure is the one kept.
     """
     usage = {}
     directories = [directory for pattern in CGROUP_GLOBS for directory in Path("/sys/fs/cgroup").glob(pattern)]
@@ -90,10 +103,7 @@ def container_cpu_seconds():
         if len(container) != 64 or not all(character in "0123456789abcdef" for character in container):
             continue
         try:
-            if (directory / "cpu.stat").exists() and "usage_usec" in (stat := (directory / "cpu.stat").read_text()):
-                usage[container[:12]] = int(dict(line.split() for line in stat.splitlines())["usage_usec"]) / 1e6
-            elif (directory / "cpuacct.usage").exists():
-                usage.setdefault(container[:12], int((directory / "cpuacct.usage").read_text()) / 1e9)
+            usage[container[:12]] = cgroup_cpu_seconds(directory)
         except OSError:
             continue
     return usage

@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "molecule" / "resources" / "tests"))
 from flaskstack_checks import mitogen_environment  # noqa: E402
 
+from cpu_by_group import cgroup_cpu_seconds  # noqa: E402  (benchmarks/, this script's own directory)
+
 SANDBOX = ROOT / "inventories" / "sandbox" / "hosts.yml"
 HOST = "flaskstack-sandbox-web1"
 
@@ -45,17 +47,6 @@ def container_cgroup(container):
         if (directory / "cpu.stat").exists() or (directory / "cpuacct.usage").exists():
             return directory
     raise FileNotFoundError(f"no cgroup with the CPU usage of {container} under /sys/fs/cgroup")
-
-
-def cgroup_cpu_seconds(directory):
-    """CPU seconds the processes of a cgroup have used so far (float): v2 cpu.stat, else v1 cpuacct.usage.
-
-    :param pathlib.Path directory: from :func:`container_cgroup`.
-    """
-    if (directory / "cpu.stat").exists() and "usage_usec" in (directory / "cpu.stat").read_text():
-        usage = dict(line.split() for line in (directory / "cpu.stat").read_text().splitlines())
-        return int(usage["usage_usec"]) / 1e6
-    return int((directory / "cpuacct.usage").read_text()) / 1e9
 
 
 def converge(inventory, env, cgroup):
