@@ -63,11 +63,16 @@ class Poller:
     2026-11-30), and its rate depended on what the machine had left. A fixed rate samples every
     10 ms on every machine.
 
-    Why 15 s before a request counts as failed: a graceful reload leaves the requests waiting in
-    the socket's queue while the new workers import the app (Gunicorn stops its old workers as soon
-    as it has forked the new ones), and on a 2-core CI machine running two scenarios one request in
-    8,167 waited more than 5 s there and was then served (nginx_gunicorn, CI of 2026-12-02). Slow is
-    reported in ``slowest``; a refused, reset or non-2xx request still fails at once.
+    Why 65 s before an unanswered request counts as failed: the stack decides what fails. Every
+    front door gives up on its app server after 60 s (nginx's proxy and uwsgi read timeouts,
+    HAProxy's ``timeout server``, Apache's ``Timeout``) and answers 502 or 504, and uWSGI's harakiri
+    and mod_wsgi's queue timeout end a stuck request sooner, with an error status too; a refused,
+    reset or non-2xx request fails at once. A graceful reload leaves the requests waiting in the
+    socket's queue while the new workers import the app (Gunicorn stops its old workers as soon as
+    it has forked the new ones), and on a 2-core CI machine running three scenarios the wait is
+    long: with a 15-s client limit, one request in 5,438 (nginx_gunicorn, 2026-12-03; the slowest
+    served 9.0 s) and two in uWSGI scenarios (one in 6,572) went unanswered that long, in two of
+    the day's five runs of ``make test``. How slow the slowest served request was is in ``slowest``.
 
     Why ``http.client`` and not requests: the scenarios run two at a time on two cores, so the
     poller's own CPU slows the deploy it watches. requests builds a session and reads the proxy
@@ -85,7 +90,7 @@ class Poller:
     :param str method: the HTTP method, GET by default (POST for a URL that writes, such as /jobs).
     """
 
-    def __init__(self, url, timeout=15.0, max_seconds=600.0, max_requests=200_000, interval=0.01, verify=True, method="GET"):
+    def __init__(self, url, timeout=65.0, max_seconds=600.0, max_requests=200_000, interval=0.01, verify=True, method="GET"):
         self.url = url
         self._url = urllib.parse.urlsplit(url)
         self._path = (self._url.path or "/") + (f"?{self._url.query}" if self._url.query else "")
