@@ -72,10 +72,8 @@ unit: venv
 
 # Three groups at once on pytest-xdist workers, on two cores: the scenarios wait on their hosts,
 # HAProxy's checks and the network between their CPU-bound steps, which a third worker fills (two
-# kept the cores 87% busy, three 96-99% while three ran). 33.0 min from a clean clone with the
-# images cached at f525c9b (32.4 min of tests), against 45.9 min with two workers and pyenv's
-# Python at 9762695 the same day; 32.6 and 34.1 min of tests at 14efa78 and 77d9507 later that
-# day (the second did 8% more CPU work for the same tests, with a sampler of about 1% beside it).
+# kept the cores 87% busy, three 96-99% while three ran). README's Development section has
+# the timings.
 # PYTEST_WORKERS=0 runs one at a time. Each Molecule scenario and the real-servers test is an
 # xdist group that one worker runs whole; tests/conftest.py deals the groups out to the workers.
 PYTEST_WORKERS ?= 3
